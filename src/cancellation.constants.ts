@@ -1,0 +1,35 @@
+import { AsyncLocalStorage } from 'node:async_hooks';
+import type { RequestScope } from './cancellation.scope.js';
+
+/**
+ * Metadata key under which `@RequestTimeout()` stores a route's or a controller's time budget.
+ * @internal
+ */
+export const REQUEST_TIMEOUT_METADATA = 'nestjs-cancellation:request-timeout';
+
+/**
+ * Process-wide state lives on `globalThis` under a registered symbol, so that the ESM and the CommonJS copy
+ * of this package (the dual-package hazard) share one AsyncLocalStorage instead of splitting the request
+ * scope between them.
+ * @internal
+ */
+const GLOBAL_STATE_KEY = Symbol.for('nestjs-cancellation.state.v1');
+
+/** @internal */
+interface GlobalState {
+  /** The store of the request being handled, seen by everything the handler calls. */
+  readonly storage: AsyncLocalStorage<RequestScope>;
+  /** `performance.now()` when `checkpoint()` last yielded to the event loop. */
+  lastYield: number;
+}
+
+const holder = globalThis as typeof globalThis & { [GLOBAL_STATE_KEY]?: GlobalState };
+
+/** @internal */
+export const globalState: GlobalState = (holder[GLOBAL_STATE_KEY] ??= {
+  storage: new AsyncLocalStorage<RequestScope>(),
+  lastYield: 0,
+});
+
+/** @internal */
+export const requestStorage = globalState.storage;

@@ -1,0 +1,56 @@
+import { SetMetadata, createParamDecorator } from '@nestjs/common';
+import { REQUEST_TIMEOUT_METADATA, requestStorage } from './cancellation.constants.js';
+import { validateTimeout } from './cancellation.options.js';
+
+/**
+ * Route handler parameter decorator: the request's AbortSignal, which aborts with a `CancellationError`
+ * when the client disconnects, the application shuts down or the request's deadline passes.
+ *
+ * @example
+ * ```ts
+ * @Get('report')
+ * report(@RequestSignal() signal: AbortSignal) {
+ *   return fetch(REPORT_URL, { signal }).then((res) => res.json());
+ * }
+ * ```
+ */
+export const RequestSignal = createParamDecorator((_data: unknown): AbortSignal => {
+  const scope = requestStorage.getStore();
+  if (scope === undefined) {
+    throw new Error(
+      '@RequestSignal() found no request scope: import CancellationModule.forRoot() in the root module ' +
+        '(it is only available on HTTP routes)',
+    );
+  }
+  return scope.signal;
+});
+
+/**
+ * Sets the time budget of a route, or of every route of a controller (the handler's own wins). When it runs
+ * out, the request's signal aborts with `kind: 'timeout'` and the client is answered with the module's
+ * `timeoutStatus` (504 by default). `@RequestTimeout(false)` opts a route out of the module's `timeoutMs`.
+ *
+ * A value that is not `false` or a whole number of milliseconds from 1 to 2^31-1 throws when the class is
+ * defined, naming the controller and method.
+ *
+ * @example
+ * ```ts
+ * @Get('export')
+ * @RequestTimeout(30_000)
+ * export(@RequestSignal() signal: AbortSignal) { ... }
+ * ```
+ */
+export function RequestTimeout(ms: number | false): ClassDecorator & MethodDecorator {
+  return (target: object, key?: string | symbol, descriptor?: PropertyDescriptor) => {
+    const where =
+      key === undefined
+        ? `@RequestTimeout() on ${(target as { name?: string }).name ?? 'a class'}`
+        : `@RequestTimeout() on ${target.constructor.name}.${String(key)}`;
+    const timeoutMs = validateTimeout(where, ms);
+    if (descriptor !== undefined && key !== undefined) {
+      SetMetadata(REQUEST_TIMEOUT_METADATA, timeoutMs)(target, key, descriptor);
+    } else {
+      SetMetadata(REQUEST_TIMEOUT_METADATA, timeoutMs)(target as () => void);
+    }
+  };
+}

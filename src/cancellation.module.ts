@@ -1,0 +1,52 @@
+import { Global, Module } from '@nestjs/common';
+import type { DynamicModule } from '@nestjs/common';
+import { APP_INTERCEPTOR } from '@nestjs/core';
+import { CancellationInterceptor } from './cancellation.interceptor.js';
+import { CancellationLifecycle } from './cancellation.lifecycle.js';
+import {
+  CANCELLATION_MODULE_OPTIONS,
+  ConfigurableModuleClass,
+  RESOLVED_OPTIONS,
+} from './cancellation.module-definition.js';
+import { resolveOptions } from './cancellation.options.js';
+import type { CancellationModuleOptions } from './cancellation.options.js';
+import { CancellationService } from './cancellation.service.js';
+
+/**
+ * Makes every HTTP request of the application cancellable: import it once in the root module. It is global,
+ * registers the interceptor for every route, cancels requests in flight when the application shuts down,
+ * and provides `CancellationService` to every module.
+ *
+ * @example
+ * ```ts
+ * @Module({ imports: [CancellationModule.forRoot({ timeoutMs: 30_000 })] })
+ * export class AppModule {}
+ * ```
+ *
+ * `CancellationModule.forRootAsync({ imports, inject, useFactory })` takes the options from other providers
+ * (e.g. `ConfigService`). Options are validated at start-up: a wrong value stops the application with an
+ * error that names the option.
+ */
+@Global()
+@Module({
+  providers: [
+    {
+      provide: RESOLVED_OPTIONS,
+      useFactory: resolveOptions,
+      inject: [CANCELLATION_MODULE_OPTIONS],
+    },
+    CancellationLifecycle,
+    CancellationService,
+    { provide: APP_INTERCEPTOR, useClass: CancellationInterceptor },
+  ],
+  exports: [CancellationService],
+})
+export class CancellationModule extends ConfigurableModuleClass {
+  /**
+   * Registers the module with static options (all optional).
+   * @param options see {@link CancellationModuleOptions}
+   */
+  static forRoot(options: CancellationModuleOptions = {}): DynamicModule {
+    return super.forRoot(options);
+  }
+}

@@ -1,0 +1,128 @@
+import { HttpStatus } from '@nestjs/common';
+
+/**
+ * Options of `CancellationModule.forRoot()` / `forRootAsync()`. Every field is optional; a value that does
+ * not fit fails the application's start-up with an error that names the option and the value.
+ */
+export interface CancellationModuleOptions {
+  /**
+   * Time budget of every HTTP request, in milliseconds. When it runs out the request's signal aborts with
+   * `kind: 'timeout'` and the client is answered with `timeoutStatus`. A route or a controller sets its own
+   * with `@RequestTimeout(ms)`, or opts out with `@RequestTimeout(false)`.
+   * @default false (no default budget)
+   */
+  timeoutMs?: number | false;
+
+  /**
+   * HTTP status answered when a request's time budget runs out (a 4xx or 5xx code).
+   * @default 504 (Gateway Timeout)
+   */
+  timeoutStatus?: number;
+
+  /**
+   * Value of the `Retry-After` header, in seconds, sent with the 503 that answers a request cancelled by
+   * shutdown: a load balancer or client retries on another instance after that long.
+   * @default 1
+   */
+  retryAfterSeconds?: number;
+
+  /**
+   * Log one line per cancelled request (method, route, kind, elapsed milliseconds) at the `verbose` level of
+   * Nest's logger. A cancellation is never logged as an error.
+   * @default true
+   */
+  logCancellations?: boolean;
+}
+
+/**
+ * Options with every default filled in.
+ * @internal
+ */
+export type ResolvedCancellationOptions = Required<CancellationModuleOptions>;
+
+/** @internal */
+export const DEFAULT_OPTIONS: ResolvedCancellationOptions = {
+  timeoutMs: false,
+  timeoutStatus: HttpStatus.GATEWAY_TIMEOUT,
+  retryAfterSeconds: 1,
+  logCancellations: true,
+};
+
+/**
+ * The longest budget `setTimeout` can hold (about 24.8 days); a larger value would fire at once.
+ * @internal
+ */
+export const MAX_TIMEOUT_MS = 2 ** 31 - 1;
+
+function fail(option: string, value: unknown, expected: string): never {
+  throw new TypeError(
+    `nestjs-cancellation: invalid option "${option}": ${describe(value)} (expected ${expected})`,
+  );
+}
+
+function describe(value: unknown): string {
+  if (typeof value === 'string') return JSON.stringify(value);
+  if (typeof value === 'bigint') return `${value}n`;
+  if (typeof value === 'function') return 'a function';
+  if (typeof value === 'object' && value !== null) {
+    try {
+      return JSON.stringify(value);
+    } catch {
+      return 'an object';
+    }
+  }
+  return String(value);
+}
+
+/**
+ * Checks a time budget given in milliseconds: a positive integer no larger than `setTimeout` can hold, or
+ * `false` for none. `where` names the option or the route in the error.
+ * @internal
+ */
+export function validateTimeout(where: string, value: unknown): number | false {
+  if (value === false) return false;
+  if (typeof value !== 'number' || !Number.isInteger(value) || value <= 0 || value > MAX_TIMEOUT_MS) {
+    fail(where, value, `false or a whole number of milliseconds from 1 to ${MAX_TIMEOUT_MS}`);
+  }
+  return value;
+}
+
+/**
+ * Fills in the defaults and validates every field, so that a typo or a wrong value stops the application
+ * at start-up instead of silently changing what happens at shutdown.
+ * @internal
+ */
+export function resolveOptions(options: CancellationModuleOptions | undefined): ResolvedCancellationOptions {
+  if (options === undefined || options === null) return { ...DEFAULT_OPTIONS };
+  if (typeof options !== 'object') fail('options', options, 'an object');
+  for (const key of Object.keys(options)) {
+    if (!(key in DEFAULT_OPTIONS)) {
+      throw new TypeError(
+        `nestjs-cancellation: unknown option "${key}" (known options: ${Object.keys(DEFAULT_OPTIONS).join(', ')})`,
+      );
+    }
+  }
+  const resolved = { ...DEFAULT_OPTIONS };
+  if (options.timeoutMs !== undefined) resolved.timeoutMs = validateTimeout('timeoutMs', options.timeoutMs);
+  if (options.timeoutStatus !== undefined) {
+    const status = options.timeoutStatus;
+    if (typeof status !== 'number' || !Number.isInteger(status) || status < 400 || status > 599) {
+      fail('timeoutStatus', status, 'an HTTP status code from 400 to 599');
+    }
+    resolved.timeoutStatus = status;
+  }
+  if (options.retryAfterSeconds !== undefined) {
+    const seconds = options.retryAfterSeconds;
+    if (typeof seconds !== 'number' || !Number.isInteger(seconds) || seconds < 0) {
+      fail('retryAfterSeconds', seconds, 'a whole number of seconds, 0 or more');
+    }
+    resolved.retryAfterSeconds = seconds;
+  }
+  if (options.logCancellations !== undefined) {
+    if (typeof options.logCancellations !== 'boolean') {
+      fail('logCancellations', options.logCancellations, 'true or false');
+    }
+    resolved.logCancellations = options.logCancellations;
+  }
+  return resolved;
+}

@@ -1,0 +1,209 @@
+import { HttpException, ServiceUnavailableException } from '@nestjs/common';
+import type { CallHandler } from '@nestjs/common';
+import type { ServerResponse } from 'node:http';
+import type { Observer, Subscriber, Subscription, Unsubscribable } from 'rxjs';
+import { requestStorage } from './cancellation.constants.js';
+import { CancellationError, findCancellationError } from './cancellation.error.js';
+import type { CancellationLifecycle } from './cancellation.lifecycle.js';
+
+/**
+ * The status nginx made the convention for a request whose client closed the connection. Nothing can be
+ * sent to that client: the status only tells exception filters and logs what happened.
+ */
+const CLIENT_CLOSED_REQUEST = 499;
+
+/** Where a response keeps the scope of the request it answers, for the shared `'close'` listener. */
+const SCOPE = Symbol('nestjs-cancellation.scope');
+
+type ScopedResponse = ServerResponse & { [SCOPE]?: RequestScope };
+
+/**
+ * The state of one HTTP request in flight: its cancellation reason, its AbortSignal (created only when
+ * somebody asks for it: most handlers never do), and the subscription to the route handler's stream.
+ *
+ * It is also the AsyncLocalStorage store of the request, the observer of the handler's stream and the
+ * teardown of the interceptor's stream: one object per request, so that the per-request cost stays at one
+ * allocation, one `'close'` listener and one entry in the application's in-flight registry.
+ * @internal
+ */
+export class RequestScope implements Observer<unknown>, Unsubscribable {
+  /** Why the request was cancelled; `undefined` while it is not. */
+  reason: CancellationError | undefined = undefined;
+  /** `performance.now()` when the interceptor took the request. */
+  readonly startedAt = performance.now();
+
+  private controller: AbortController | undefined = undefined;
+  private subscriber: Subscriber<unknown> | undefined = undefined;
+  private inner: Subscription | undefined = undefined;
+  private timer: NodeJS.Timeout | undefined = undefined;
+  /** The handler's stream completed or failed. */
+  private handlerSettled = false;
+  /** Listener, timer and registry entry are gone. */
+  private released = false;
+
+  constructor(
+    /** The platform's request object (Express `Request`, Fastify `FastifyRequest`). */
+    readonly request: unknown,
+    /** Node's response under the platform's one. */
+    readonly response: ServerResponse,
+    private readonly handler: CallHandler,
+    private readonly lifecycle: CancellationLifecycle,
+    /** The request's time budget in milliseconds, or `false` for none. */
+    readonly timeoutMs: number | false,
+  ) {}
+
+  /** The request's AbortSignal; aborted with a `CancellationError` when the request is cancelled. */
+  get signal(): AbortSignal {
+    if (this.controller === undefined) {
+      this.controller = new AbortController();
+      if (this.reason !== undefined) this.controller.abort(this.reason);
+    }
+    return this.controller.signal;
+  }
+
+  /** Whether the request was cancelled. Reading it creates nothing. */
+  get isCancelled(): boolean {
+    return this.reason !== undefined;
+  }
+
+  /** Milliseconds since the interceptor took the request. */
+  get elapsedMs(): number {
+    return performance.now() - this.startedAt;
+  }
+
+  /**
+   * Runs the route handler inside this scope, unless the request is already lost (the client left during
+   * guards, or shutdown began). Called once, when Nest subscribes to the interceptor's stream.
+   */
+  start(subscriber: Subscriber<unknown>): Unsubscribable {
+    this.subscriber = subscriber;
+    const response = this.response as ScopedResponse;
+    if (response.destroyed && !response.writableFinished) {
+      this.cancel(new CancellationError('client-disconnected'));
+      return this;
+    }
+    if (this.lifecycle.isShuttingDown) {
+      this.cancel(this.lifecycle.shutdownReason());
+      return this;
+    }
+    this.lifecycle.track(this);
+    response[SCOPE] = this;
+    response.on('close', onResponseClose);
+    if (this.timeoutMs !== false) {
+      this.timer = setTimeout(onDeadline, this.timeoutMs, this);
+      this.timer.unref();
+    }
+    requestStorage.run(this, RequestScope.subscribeHandler, this);
+    return this;
+  }
+
+  /** Runs inside the store, so that the handler and everything it awaits or schedules see this scope. */
+  private static subscribeHandler(scope: RequestScope): void {
+    scope.inner = scope.handler.handle().subscribe(scope);
+  }
+
+  /**
+   * Cancels the request: aborts its signal with `reason`, stops listening to the handler's stream (the work
+   * itself stops where it honours the signal) and ends the interceptor's stream with the response that fits
+   * the reason. Does nothing once the request was cancelled or has ended.
+   */
+  cancel(reason: CancellationError): void {
+    if (this.reason !== undefined || this.released) return;
+    this.reason = reason;
+    this.controller?.abort(reason);
+    this.lifecycle.reportCancelled(this, reason);
+    this.subscriber?.error(this.outcome(reason));
+  }
+
+  /** The handler's stream emitted: pass it on. */
+  next(value: unknown): void {
+    this.subscriber?.next(value);
+  }
+
+  /**
+   * The handler's stream failed. A failure caused by a cancellation (the reason itself, or e.g. the
+   * `AbortError` of `fetch` or `timers/promises` whose `cause` it is) ends like the cancellation does, never
+   * as a 500.
+   */
+  error(err: unknown): void {
+    this.handlerSettled = true;
+    const reason = findCancellationError(err);
+    if (reason !== undefined) {
+      this.cancel(reason);
+      return;
+    }
+    this.subscriber?.error(err);
+  }
+
+  /** The handler's stream completed. */
+  complete(): void {
+    this.handlerSettled = true;
+    this.subscriber?.complete();
+  }
+
+  /**
+   * Teardown of the interceptor's stream, whichever way it ends: removes the listener, the timer and the
+   * registry entry. A stream torn down from outside while the handler still runs (Nest stopping an
+   * Observable for a client that left, an outer interceptor's `timeout()`) aborts the signal as well, so
+   * that the work stops too and not only the subscription.
+   */
+  unsubscribe(): void {
+    if (this.released) return;
+    if (!this.handlerSettled && this.reason === undefined) {
+      const response = this.response;
+      const gone = response.destroyed && !response.writableFinished;
+      this.reason = gone
+        ? new CancellationError('client-disconnected')
+        : new CancellationError('manual', 'The response stream was unsubscribed before the handler finished');
+      this.controller?.abort(this.reason);
+      this.lifecycle.reportCancelled(this, this.reason);
+    }
+    this.released = true;
+    this.inner?.unsubscribe();
+    this.inner = undefined;
+    this.subscriber = undefined;
+    const response = this.response as ScopedResponse;
+    response.removeListener('close', onResponseClose);
+    response[SCOPE] = undefined;
+    if (this.timer !== undefined) clearTimeout(this.timer);
+    this.lifecycle.untrack(this);
+  }
+
+  /** What Nest's exception filters answer for a cancellation. */
+  private outcome(reason: CancellationError): HttpException {
+    const options = this.lifecycle.options;
+    switch (reason.kind) {
+      case 'shutdown': {
+        const response = this.response;
+        if (!response.headersSent) {
+          response.setHeader('Retry-After', String(options.retryAfterSeconds));
+          response.setHeader('Connection', 'close');
+        }
+        return new ServiceUnavailableException(reason.message, { cause: reason });
+      }
+      case 'timeout':
+        return new HttpException(
+          { statusCode: options.timeoutStatus, message: reason.message, error: 'Request Timeout' },
+          options.timeoutStatus,
+          { cause: reason },
+        );
+      case 'client-disconnected':
+        return new HttpException(
+          { statusCode: CLIENT_CLOSED_REQUEST, message: reason.message, error: 'Client Closed Request' },
+          CLIENT_CLOSED_REQUEST,
+          { cause: reason },
+        );
+      case 'manual':
+        return new ServiceUnavailableException(reason.message, { cause: reason });
+    }
+  }
+}
+
+/** One shared listener for every response: `this` is the response. */
+function onResponseClose(this: ScopedResponse): void {
+  if (!this.writableFinished) this[SCOPE]?.cancel(new CancellationError('client-disconnected'));
+}
+
+function onDeadline(scope: RequestScope): void {
+  scope.cancel(new CancellationError('timeout', `The request ran out of time (${scope.timeoutMs} ms)`));
+}

@@ -1,0 +1,8 @@
+export { checkpoint } from './cancellation.checkpoint.js';
+export { RequestSignal, RequestTimeout } from './cancellation.decorators.js';
+export { CancellationError, isCancellationError } from './cancellation.error.js';
+export type { CancellationKind } from './cancellation.error.js';
+export { CancellationInterceptor } from './cancellation.interceptor.js';
+export { CancellationModule } from './cancellation.module.js';
+export type { CancellationModuleOptions } from './cancellation.options.js';
+export { CancellationService } from './cancellation.service.js';
