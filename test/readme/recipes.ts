@@ -1,0 +1,123 @@
+// The README's recipes, verbatim between the region markers: test/readme.e2e-spec.ts checks each copy and
+// runs the code against a real server.
+import { Controller, Get, Injectable, Module, Query } from '@nestjs/common';
+import { execFile } from 'node:child_process';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { promisify } from 'node:util';
+import {
+  CancellationModule,
+  CancellationService,
+  RequestSignal,
+  RequestTimeout,
+  checkpoint,
+} from 'nestjs-cancellation';
+
+const execFileAsync = promisify(execFile);
+
+// #region service
+@Injectable()
+export class PricesService {
+  constructor(private readonly cancellation: CancellationService) {}
+
+  async quote(upstream: string): Promise<unknown> {
+    // `signal` is the current request's: no need to pass it down from the controller.
+    const res = await fetch(upstream, { signal: this.cancellation.signal });
+    return res.json();
+  }
+}
+// #endregion service
+
+// #region cpu-loop
+export async function countPrimes(limit: number): Promise<number> {
+  let count = 0;
+  for (let n = 2; n < limit; n++) {
+    await checkpoint(); // cheap; yields every few ms; throws once the request is cancelled
+    let prime = true;
+    for (let d = 2; d * d <= n; d++) {
+      if (n % d === 0) {
+        prime = false;
+        break;
+      }
+    }
+    if (prime) count++;
+  }
+  return count;
+}
+// #endregion cpu-loop
+
+// #region child-process
+@Injectable()
+export class ArchiveService {
+  constructor(private readonly cancellation: CancellationService) {}
+
+  async checksum(path: string): Promise<string> {
+    // The child is killed (SIGTERM) when the request is cancelled.
+    const { stdout } = await execFileAsync('sha256sum', [path], { signal: this.cancellation.signal });
+    return stdout.split(' ')[0];
+  }
+}
+// #endregion child-process
+
+@Controller()
+export class RecipesController {
+  constructor(
+    private readonly prices: PricesService,
+    private readonly archive: ArchiveService,
+  ) {}
+
+  @Get('quote')
+  quote(@Query('upstream') upstream: string) {
+    return this.prices.quote(upstream);
+  }
+
+  @Get('primes')
+  async primes(@Query('limit') limit: string) {
+    return { count: await countPrimes(Number(limit)) };
+  }
+
+  @Get('checksum')
+  async checksum(@Query('path') path: string) {
+    return { sha256: await this.archive.checksum(path) };
+  }
+
+  // #region timeout
+  @Get('export')
+  @RequestTimeout(200) // 504 after 200 ms; the signal aborts with kind 'timeout'
+  async export(@RequestSignal() signal: AbortSignal) {
+    await sleep(10_000, undefined, { signal });
+    return 'never sent';
+  }
+  // #endregion timeout
+}
+
+// #region module
+@Module({
+  imports: [
+    CancellationModule.forRoot({
+      timeoutMs: 30_000, // every route's budget, unless it says otherwise
+      retryAfterSeconds: 5, // sent with the 503 that answers requests cut by shutdown
+    }),
+  ],
+  controllers: [RecipesController],
+  providers: [PricesService, ArchiveService],
+})
+export class RecipesModule {}
+// #endregion module
+
+// #region for-root-async
+export const SETTINGS = Symbol('settings');
+
+@Module({ providers: [{ provide: SETTINGS, useValue: { requestTimeoutMs: 10_000 } }], exports: [SETTINGS] })
+export class SettingsModule {}
+
+@Module({
+  imports: [
+    CancellationModule.forRootAsync({
+      imports: [SettingsModule],
+      inject: [SETTINGS],
+      useFactory: (settings: { requestTimeoutMs: number }) => ({ timeoutMs: settings.requestTimeoutMs }),
+    }),
+  ],
+})
+export class AsyncConfiguredModule {}
+// #endregion for-root-async
