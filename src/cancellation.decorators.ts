@@ -42,10 +42,11 @@ export const RequestSignal = createParamDecorator((_data: unknown): AbortSignal 
  */
 export function RequestTimeout(ms: number | false): ClassDecorator & MethodDecorator {
   return (target: object, key?: string | symbol, descriptor?: PropertyDescriptor) => {
+    const owner = (typeof target === 'function' ? target : target.constructor) as { name?: string };
     const where =
       key === undefined
-        ? `@RequestTimeout() on ${(target as { name?: string }).name ?? 'a class'}`
-        : `@RequestTimeout() on ${target.constructor.name}.${String(key)}`;
+        ? `@RequestTimeout() on ${owner.name ?? 'a class'}`
+        : `@RequestTimeout() on ${owner.name ?? 'a class'}.${String(key)}`;
     const timeoutMs = validateTimeout(where, ms);
     if (descriptor !== undefined && key !== undefined) {
       SetMetadata(REQUEST_TIMEOUT_METADATA, timeoutMs)(target, key, descriptor);

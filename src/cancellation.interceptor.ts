@@ -1,9 +1,12 @@
-import { Inject, Injectable } from '@nestjs/common';
+import { Inject, Injectable, Logger } from '@nestjs/common';
 import type { CallHandler, ExecutionContext, NestInterceptor } from '@nestjs/common';
 import { Reflector } from '@nestjs/core';
+import type { IncomingMessage } from 'node:http';
 import { Observable } from 'rxjs';
 import { REQUEST_TIMEOUT_METADATA } from './cancellation.constants.js';
+import { parseDeadlineHeader } from './cancellation.deadline.js';
 import { CancellationLifecycle } from './cancellation.lifecycle.js';
+import { MAX_TIMEOUT_MS } from './cancellation.options.js';
 import { RequestScope } from './cancellation.scope.js';
 
 /** A handler's time budget, cached with the controller class it was resolved for. */
@@ -24,6 +27,7 @@ interface Budget {
 @Injectable()
 export class CancellationInterceptor implements NestInterceptor {
   private readonly budgets = new WeakMap<object, Budget>();
+  private readonly logger = new Logger('Cancellation');
 
   constructor(
     @Inject(CancellationLifecycle) private readonly lifecycle: CancellationLifecycle,
@@ -33,14 +37,37 @@ export class CancellationInterceptor implements NestInterceptor {
   intercept(context: ExecutionContext, next: CallHandler): Observable<unknown> {
     if (context.getType() !== 'http') return next.handle();
     const { lifecycle } = this;
+    const request = context.getArgByIndex<IncomingMessage>(0);
+    let timeoutMs = this.timeoutOf(context);
+    const header = lifecycle.options.deadlineHeader;
+    if (header !== false) timeoutMs = this.shortenedByCaller(request, header, timeoutMs);
     const scope = new RequestScope(
-      context.getArgByIndex(0),
+      request,
       lifecycle.platform.rawResponse(context.getArgByIndex(1)),
       next,
       lifecycle,
-      this.timeoutOf(context),
+      timeoutMs,
     );
     return new Observable((subscriber) => scope.start(subscriber));
+  }
+
+  /**
+   * The budget the caller propagated, when it is shorter than the server's own: a header can never lengthen
+   * a server-side limit. Express's and Fastify's requests both expose Node's header object.
+   */
+  private shortenedByCaller(
+    request: IncomingMessage,
+    header: string,
+    timeoutMs: number | false,
+  ): number | false {
+    const value = request.headers[header];
+    if (value === undefined) return timeoutMs;
+    const propagated = parseDeadlineHeader(value, MAX_TIMEOUT_MS);
+    if (propagated === undefined) {
+      this.logger.debug(`Ignored a malformed ${header} header: ${JSON.stringify(value).slice(0, 64)}`);
+      return timeoutMs;
+    }
+    return timeoutMs === false ? propagated : Math.min(timeoutMs, propagated);
   }
 
   /** `@RequestTimeout()` of the handler, else of its controller, else the module's `timeoutMs`. */

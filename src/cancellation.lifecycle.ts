@@ -1,6 +1,13 @@
 import { Inject, Injectable, Logger } from '@nestjs/common';
-import type { BeforeApplicationShutdown, OnApplicationShutdown } from '@nestjs/common';
+import type {
+  BeforeApplicationShutdown,
+  OnApplicationBootstrap,
+  OnApplicationShutdown,
+} from '@nestjs/common';
 import { HttpAdapterHost } from '@nestjs/core';
+import { ServerResponse } from 'node:http';
+import type { Server } from 'node:http';
+import type { Socket } from 'node:net';
 import { CancellationError } from './cancellation.error.js';
 import { RESOLVED_OPTIONS } from './cancellation.module-definition.js';
 import type { ResolvedCancellationOptions } from './cancellation.options.js';
@@ -8,35 +15,63 @@ import { platformFor } from './cancellation.platform.js';
 import type { HttpPlatform } from './cancellation.platform.js';
 import type { RequestScope } from './cancellation.scope.js';
 
+/** A socket of the HTTP server, with the time it connected and the response it is writing (Node's own field). */
+type TrackedSocket = Socket & { _httpMessage?: unknown };
+
 /**
- * The application's side of cancellation: its shutdown signal and the registry of requests in flight, which
- * shutdown walks once instead of every request subscribing to a shared shutdown subject.
+ * The application's side of cancellation: its draining and shutdown signals, the registry of requests in
+ * flight (which shutdown walks once, instead of every request subscribing to a shared shutdown subject), and
+ * the hard deadline that ends whatever still holds the HTTP server open.
  *
  * Shutdown starts in `beforeApplicationShutdown`: Nest closes the HTTP server after that hook and before
  * `onApplicationShutdown`, and closing the server waits for every request in flight. Cancelling any later
- * would only run once the requests it should stop had finished. `onApplicationShutdown` repeats the call,
+ * would only run once the requests it should stop had finished. `onApplicationShutdown` repeats the abort,
  * which does nothing the second time, for the case where an earlier hook failed.
  * @internal
  */
 @Injectable()
-export class CancellationLifecycle implements BeforeApplicationShutdown, OnApplicationShutdown {
+export class CancellationLifecycle
+  implements OnApplicationBootstrap, BeforeApplicationShutdown, OnApplicationShutdown
+{
+  private readonly drainingController = new AbortController();
   private readonly shutdownController = new AbortController();
   private readonly inFlight = new Set<RequestScope>();
   private readonly logger = new Logger('Cancellation');
   private httpPlatform: HttpPlatform | undefined;
+  /** Open sockets of the HTTP server and when each connected: what the hard deadline ends. */
+  private readonly sockets = new Map<TrackedSocket, number>();
+  private server: Server | undefined;
+  private hardDeadline: NodeJS.Timeout | undefined;
+  /** Resolves the drain's wait once the last request in flight has ended. */
+  private onDrained: (() => void) | undefined;
 
   constructor(
     @Inject(RESOLVED_OPTIONS) readonly options: ResolvedCancellationOptions,
     @Inject(HttpAdapterHost) private readonly adapterHost: HttpAdapterHost,
   ) {}
 
-  /** Aborts with a `CancellationError` of kind `'shutdown'` when the application starts shutting down. */
+  /** Aborts when shutdown begins: stop taking new work (with no grace period, at the same time as `shutdownSignal`). */
+  get drainingSignal(): AbortSignal {
+    return this.drainingController.signal;
+  }
+
+  /** Aborts with a `CancellationError` of kind `'shutdown'` when work in flight must stop. */
   get shutdownSignal(): AbortSignal {
     return this.shutdownController.signal;
   }
 
+  /** Shutdown has begun: new requests are refused. */
+  get isDraining(): boolean {
+    return this.drainingController.signal.aborted;
+  }
+
   get isShuttingDown(): boolean {
     return this.shutdownController.signal.aborted;
+  }
+
+  /** The reason new requests are refused with, once `isDraining`. */
+  drainReason(): CancellationError {
+    return this.drainingController.signal.reason as CancellationError;
   }
 
   /** The reason the shutdown signal aborted with (only meaningful once `isShuttingDown`). */
@@ -60,6 +95,7 @@ export class CancellationLifecycle implements BeforeApplicationShutdown, OnAppli
 
   untrack(scope: RequestScope): void {
     this.inFlight.delete(scope);
+    if (this.onDrained !== undefined && this.inFlight.size === 0) this.onDrained();
   }
 
   /** One line per cancelled request, never at error level: a cancellation is not a failure of the server. */
@@ -72,27 +108,108 @@ export class CancellationLifecycle implements BeforeApplicationShutdown, OnAppli
     );
   }
 
-  beforeApplicationShutdown(signal?: string): void {
-    this.shutdown(signal);
+  /** Starts counting the HTTP server's sockets, for the hard deadline (one listener per connection). */
+  onApplicationBootstrap(): void {
+    const server = this.adapterHost.httpAdapter?.getHttpServer() as Server | undefined;
+    if (server === undefined || typeof server.on !== 'function') return;
+    this.server = server;
+    server.on('connection', (socket: TrackedSocket) => {
+      this.sockets.set(socket, performance.now());
+      socket.once('close', () => this.sockets.delete(socket));
+    });
   }
 
-  onApplicationShutdown(signal?: string): void {
-    this.shutdown(signal);
-  }
-
-  /** Aborts the shutdown signal, then every request in flight. Idempotent. */
-  private shutdown(signal: string | undefined): void {
-    if (this.isShuttingDown) return;
-    const reason = new CancellationError(
-      'shutdown',
-      signal === undefined ? undefined : `The application is shutting down (${signal})`,
+  /**
+   * Drains, then aborts what is still running: refuses new requests and aborts `drainingSignal`, gives
+   * requests in flight `shutdownGracePeriodMs` to finish, then aborts `shutdownSignal` and cancels every
+   * request still in flight. Arms the hard deadline first. Idempotent.
+   */
+  async beforeApplicationShutdown(signal?: string): Promise<void> {
+    if (this.isDraining) return;
+    const suffix = signal === undefined ? '' : ` (${signal})`;
+    this.drainingController.abort(
+      new CancellationError('shutdown', `The application is shutting down${suffix}`),
     );
+    this.hardDeadline = setTimeout(() => this.forceClose(), this.options.shutdownTimeoutMs);
+    this.hardDeadline.unref();
+    const grace = this.options.shutdownGracePeriodMs;
+    if (grace > 0 && this.inFlight.size > 0) {
+      if (this.options.logCancellations) {
+        this.logger.log(`Draining ${this.inFlight.size} request(s) in flight for up to ${grace} ms`);
+      }
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, grace);
+        this.onDrained = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+      });
+      this.onDrained = undefined;
+    }
+    this.abortInFlight(suffix);
+  }
+
+  /** The HTTP server is closed: make sure everything was aborted, and disarm the hard deadline. */
+  onApplicationShutdown(signal?: string): void {
+    if (!this.isDraining) {
+      const reason = new CancellationError(
+        'shutdown',
+        `The application is shutting down${signal ? ` (${signal})` : ''}`,
+      );
+      this.drainingController.abort(reason);
+    }
+    this.abortInFlight(signal === undefined ? '' : ` (${signal})`);
+    clearTimeout(this.hardDeadline);
+  }
+
+  private abortInFlight(suffix: string): void {
+    if (this.isShuttingDown) return;
+    const reason = new CancellationError('shutdown', `The application is shutting down${suffix}`);
     this.shutdownController.abort(reason);
     const count = this.inFlight.size;
     // Cancelling removes the entry: deleting while iterating a Set is safe.
     for (const scope of this.inFlight) scope.cancel(reason);
     if (count > 0 && this.options.logCancellations) {
       this.logger.log(`Shutdown cancelled ${count} request${count === 1 ? '' : 's'} in flight`);
+    }
+  }
+
+  /**
+   * The hard deadline passed and the HTTP server still has open connections: a request that never reached
+   * the interceptor (a slow upload, a guard that hangs), a response still being written, an idle keep-alive
+   * socket. End them all so that `app.close()` resolves.
+   */
+  private forceClose(): void {
+    const now = performance.now();
+    let ended = 0;
+    for (const [socket, connectedAt] of this.sockets) {
+      const response = socket._httpMessage;
+      if (response instanceof ServerResponse && !response.writableEnded) {
+        const { req } = response;
+        this.logger.warn(
+          `Shutdown deadline (${this.options.shutdownTimeoutMs} ms) passed with ${req.method} ${req.url} ` +
+            `still open (connection age ${Math.round(now - connectedAt)} ms): ` +
+            (response.headersSent ? 'destroying the connection' : 'answering 503'),
+        );
+        ended++;
+        if (!response.headersSent) {
+          response.writeHead(503, {
+            'Content-Type': 'application/json; charset=utf-8',
+            'Retry-After': String(this.options.retryAfterSeconds),
+            Connection: 'close',
+          });
+          response.end(JSON.stringify({ statusCode: 503, message: 'The application is shutting down' }));
+          continue;
+        }
+      }
+      socket.destroy();
+    }
+    this.sockets.clear();
+    this.server?.closeIdleConnections?.();
+    if (ended === 0 && this.options.logCancellations) {
+      this.logger.log(
+        `Shutdown deadline (${this.options.shutdownTimeoutMs} ms) passed: closed idle connections`,
+      );
     }
   }
 }

@@ -27,6 +27,34 @@ export interface CancellationModuleOptions {
   retryAfterSeconds?: number;
 
   /**
+   * How long requests in flight may go on finishing normally once shutdown begins, in milliseconds. During
+   * this drain, requests that arrive are answered `503` + `Connection: close` + `Retry-After` at once, and
+   * `CancellationService.drainingSignal` has aborted (stop taking new work). When it ends, whatever is still
+   * running is aborted with `kind: 'shutdown'` and `shutdownSignal` aborts.
+   * @default 0 (abort requests in flight as soon as shutdown begins)
+   */
+  shutdownGracePeriodMs?: number;
+
+  /**
+   * Hard deadline of shutdown, in milliseconds from its start: when it passes, every connection still open
+   * is ended (a response whose headers are unsent gets a `503`, any other socket is destroyed, idle
+   * keep-alive sockets are closed) so that `app.close()` resolves, and each request still open is logged
+   * once with its method, URL and age. Must be longer than `shutdownGracePeriodMs`.
+   * @default shutdownGracePeriodMs + 10_000
+   */
+  shutdownTimeoutMs?: number;
+
+  /**
+   * Name of a request header that carries the caller's remaining time budget in milliseconds (deadline
+   * propagation, as gRPC does), e.g. `'x-request-timeout-ms'`. An inbound value can only shorten the
+   * request's budget, never lengthen a server-side limit; a malformed, negative, fractional, huge or repeated
+   * value is ignored. `CancellationService.fetch()` and `instrumentAxios()` send the remaining budget in the
+   * same header. `false` disables it.
+   * @default false
+   */
+  deadlineHeader?: string | false;
+
+  /**
    * Log one line per cancelled request (method, route, kind, elapsed milliseconds) at the `verbose` level of
    * Nest's logger. A cancellation is never logged as an error.
    * @default true
@@ -40,13 +68,22 @@ export interface CancellationModuleOptions {
  */
 export type ResolvedCancellationOptions = Required<CancellationModuleOptions>;
 
+/** What `shutdownTimeoutMs` adds to the grace period when it is not set. @internal */
+export const DEFAULT_SHUTDOWN_TIMEOUT_MARGIN_MS = 10_000;
+
 /** @internal */
 export const DEFAULT_OPTIONS: ResolvedCancellationOptions = {
   timeoutMs: false,
   timeoutStatus: HttpStatus.GATEWAY_TIMEOUT,
   retryAfterSeconds: 1,
+  shutdownGracePeriodMs: 0,
+  shutdownTimeoutMs: DEFAULT_SHUTDOWN_TIMEOUT_MARGIN_MS,
+  deadlineHeader: false,
   logCancellations: true,
 };
+
+/** An HTTP header name (RFC 9110 token). */
+const HEADER_NAME = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 
 /**
  * The longest budget `setTimeout` can hold (about 24.8 days); a larger value would fire at once.
@@ -96,7 +133,7 @@ export function resolveOptions(options: CancellationModuleOptions | undefined): 
   if (options === undefined || options === null) return { ...DEFAULT_OPTIONS };
   if (typeof options !== 'object') fail('options', options, 'an object');
   for (const key of Object.keys(options)) {
-    if (!(key in DEFAULT_OPTIONS)) {
+    if (!Object.hasOwn(DEFAULT_OPTIONS, key)) {
       throw new TypeError(
         `nestjs-cancellation: unknown option "${key}" (known options: ${Object.keys(DEFAULT_OPTIONS).join(', ')})`,
       );
@@ -117,6 +154,36 @@ export function resolveOptions(options: CancellationModuleOptions | undefined): 
       fail('retryAfterSeconds', seconds, 'a whole number of seconds, 0 or more');
     }
     resolved.retryAfterSeconds = seconds;
+  }
+  if (options.shutdownGracePeriodMs !== undefined) {
+    const grace = options.shutdownGracePeriodMs;
+    if (typeof grace !== 'number' || !Number.isInteger(grace) || grace < 0 || grace > MAX_TIMEOUT_MS) {
+      fail('shutdownGracePeriodMs', grace, `a whole number of milliseconds from 0 to ${MAX_TIMEOUT_MS}`);
+    }
+    resolved.shutdownGracePeriodMs = grace;
+  }
+  if (options.shutdownTimeoutMs === undefined) {
+    resolved.shutdownTimeoutMs = Math.min(
+      resolved.shutdownGracePeriodMs + DEFAULT_SHUTDOWN_TIMEOUT_MARGIN_MS,
+      MAX_TIMEOUT_MS,
+    );
+  } else {
+    const hard = validateTimeout('shutdownTimeoutMs', options.shutdownTimeoutMs);
+    if (hard === false || hard <= resolved.shutdownGracePeriodMs) {
+      fail(
+        'shutdownTimeoutMs',
+        options.shutdownTimeoutMs,
+        `a whole number of milliseconds longer than shutdownGracePeriodMs (${resolved.shutdownGracePeriodMs})`,
+      );
+    }
+    resolved.shutdownTimeoutMs = hard;
+  }
+  if (options.deadlineHeader !== undefined) {
+    const header = options.deadlineHeader;
+    if (header !== false && (typeof header !== 'string' || !HEADER_NAME.test(header))) {
+      fail('deadlineHeader', header, 'false or an HTTP header name such as "x-request-timeout-ms"');
+    }
+    resolved.deadlineHeader = header === false ? false : header.toLowerCase();
   }
   if (options.logCancellations !== undefined) {
     if (typeof options.logCancellations !== 'boolean') {

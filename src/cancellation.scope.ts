@@ -48,7 +48,7 @@ export class RequestScope implements Observer<unknown>, Unsubscribable {
     readonly response: ServerResponse,
     private readonly handler: CallHandler,
     private readonly lifecycle: CancellationLifecycle,
-    /** The request's time budget in milliseconds, or `false` for none. */
+    /** The request's time budget in milliseconds (0: already spent), or `false` for none. */
     readonly timeoutMs: number | false,
   ) {}
 
@@ -71,6 +71,13 @@ export class RequestScope implements Observer<unknown>, Unsubscribable {
     return performance.now() - this.startedAt;
   }
 
+  /** Milliseconds left of the request's time budget (0 once spent); `undefined` when it has none. */
+  get remainingMs(): number | undefined {
+    return this.timeoutMs === false
+      ? undefined
+      : Math.max(0, this.startedAt + this.timeoutMs - performance.now());
+  }
+
   /**
    * Runs the route handler inside this scope, unless the request is already lost (the client left during
    * guards, or shutdown began). Called once, when Nest subscribes to the interceptor's stream.
@@ -82,8 +89,13 @@ export class RequestScope implements Observer<unknown>, Unsubscribable {
       this.cancel(new CancellationError('client-disconnected'));
       return this;
     }
-    if (this.lifecycle.isShuttingDown) {
-      this.cancel(this.lifecycle.shutdownReason());
+    if (this.lifecycle.isDraining) {
+      this.cancel(this.lifecycle.drainReason());
+      return this;
+    }
+    if (this.timeoutMs === 0) {
+      // The caller's propagated budget is already spent.
+      this.cancel(new CancellationError('timeout', 'The request arrived with no time budget left'));
       return this;
     }
     this.lifecycle.track(this);
@@ -135,9 +147,11 @@ export class RequestScope implements Observer<unknown>, Unsubscribable {
     this.subscriber?.error(err);
   }
 
-  /** The handler's stream completed. */
+  /** The handler's stream completed. While the application drains, its keep-alive connection is closed. */
   complete(): void {
     this.handlerSettled = true;
+    if (this.lifecycle.isDraining && !this.response.headersSent)
+      this.response.setHeader('Connection', 'close');
     this.subscriber?.complete();
   }
 

@@ -103,7 +103,7 @@ describe.each(['express', 'fastify'] as const)('README examples on %s', (adapter
     await start(RecipesModule);
     const res = await fetch(`${url}/checksum?path=${encodeURIComponent(`${root}package.json`)}`);
     expect(res.status).toBe(200);
-    expect((await res.json()).sha256).toMatch(/^[0-9a-f]{64}$/);
+    expect(((await res.json()) as { sha256: string }).sha256).toMatch(/^[0-9a-f]{64}$/);
   });
 
   it('recipes: @RequestTimeout answers 504', async () => {
