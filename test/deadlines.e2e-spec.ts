@@ -47,6 +47,7 @@ class DownstreamController {
   }
 }
 
+// #region propagation
 @Injectable()
 class CallerService implements OnModuleInit {
   constructor(
@@ -66,6 +67,7 @@ class CallerService implements OnModuleInit {
     return firstValueFrom(this.http.get<string>(url)).then((res) => res.data);
   }
 }
+// #endregion propagation
 
 let downstreamUrl = '';
 

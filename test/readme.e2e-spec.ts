@@ -9,7 +9,7 @@ import type { AddressInfo } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { AppModule } from './readme/quick-start.js';
-import { AsyncConfiguredModule, RecipesModule } from './readme/recipes.js';
+import { AsyncConfiguredModule, RecipesModule, ReportScheduler } from './readme/recipes.js';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const readme = readFileSync(`${root}README.md`, 'utf8');
@@ -97,6 +97,20 @@ describe.each(['express', 'fastify'] as const)('README examples on %s', (adapter
     await app.close();
     expect((await pending).status).toBe(503);
     expect(Date.now() - closing).toBeLessThan(1_500);
+  });
+
+  it('recipes: a scheduler stops taking work when draining begins and its work stops at shutdown', async () => {
+    await start(RecipesModule);
+    const scheduler = app.get(ReportScheduler);
+    await sleep(200);
+    expect(scheduler.running).toBeGreaterThan(0);
+    const closing = Date.now();
+    await app.close();
+    // No request was in flight, so nothing waited for the grace period: shutdownSignal stopped the reports.
+    expect(scheduler.running).toBe(0);
+    expect(Date.now() - closing).toBeLessThan(1_500);
+    await sleep(150);
+    expect(scheduler.running).toBe(0); // and the interval started no new one
   });
 
   it('recipes: a child process runs to completion when nothing cancels it', async () => {

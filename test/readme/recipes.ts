@@ -1,6 +1,7 @@
 // The README's recipes, verbatim between the region markers: test/readme.e2e-spec.ts checks each copy and
 // runs the code against a real server.
 import { Controller, Get, Injectable, Module, Query } from '@nestjs/common';
+import type { OnApplicationBootstrap } from '@nestjs/common';
 import { execFile } from 'node:child_process';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
@@ -90,16 +91,45 @@ export class RecipesController {
   // #endregion timeout
 }
 
+// #region draining
+@Injectable()
+export class ReportScheduler implements OnApplicationBootstrap {
+  running = 0;
+
+  constructor(private readonly cancellation: CancellationService) {}
+
+  onApplicationBootstrap() {
+    const timer = setInterval(() => void this.runReport(), 50);
+    // Take no new work once shutdown begins; the reports already running go on until shutdownSignal.
+    this.cancellation.drainingSignal.addEventListener('abort', () => clearInterval(timer), { once: true });
+  }
+
+  private async runReport() {
+    this.running++;
+    try {
+      // Outside a request, `signal` is the application's shutdown signal.
+      await sleep(1_000, undefined, { signal: this.cancellation.signal });
+    } catch {
+      // stopped by shutdown
+    } finally {
+      this.running--;
+    }
+  }
+}
+// #endregion draining
+
 // #region module
 @Module({
   imports: [
     CancellationModule.forRoot({
       timeoutMs: 30_000, // every route's budget, unless it says otherwise
+      shutdownGracePeriodMs: 200, // requests in flight may finish for 200 ms; then they are aborted
       retryAfterSeconds: 5, // sent with the 503 that answers requests cut by shutdown
+      deadlineHeader: 'x-request-timeout-ms', // accept (and send) the caller's remaining budget
     }),
   ],
   controllers: [RecipesController],
-  providers: [PricesService, ArchiveService],
+  providers: [PricesService, ArchiveService, ReportScheduler],
 })
 export class RecipesModule {}
 // #endregion module

@@ -1,0 +1,23 @@
+// Rewrites every README code block marked `<!-- snippet: path#name -->` with the region `name` of `path`
+// (between `// #region name` and `// #endregion name`), so that the README shows code the tests run.
+// test/readme.e2e-spec.ts fails when a block and its region differ.
+import { readFileSync, writeFileSync } from 'node:fs';
+
+function region(file, name) {
+  const text = readFileSync(file, 'utf8');
+  const open = `// #region ${name}\n`;
+  const start = text.indexOf(open);
+  const end = text.indexOf(`// #endregion ${name}`);
+  if (start < 0 || end < 0) throw new Error(`no region ${name} in ${file}`);
+  const lines = text.slice(start + open.length, end).split('\n');
+  lines.pop();
+  const indent = Math.min(...lines.filter((l) => l.trim()).map((l) => l.length - l.trimStart().length));
+  return lines.map((l) => l.slice(indent)).join('\n');
+}
+
+const readme = readFileSync('README.md', 'utf8');
+const synced = readme.replace(
+  /<!-- snippet: (\S+)#(\S+) -->\n\n?```ts\n[\s\S]*?\n```/g,
+  (_block, file, name) => `<!-- snippet: ${file}#${name} -->\n\n\`\`\`ts\n${region(file, name)}\n\`\`\``,
+);
+writeFileSync('README.md', synced);
