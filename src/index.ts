@@ -1,6 +1,6 @@
 export { checkpoint } from './cancellation.checkpoint.js';
 export { RequestSignal, RequestTimeout } from './cancellation.decorators.js';
-export { CancellationError, isCancellationError } from './cancellation.error.js';
+export { CancellationError, findCancellationError, isCancellationError } from './cancellation.error.js';
 export type { CancellationKind } from './cancellation.error.js';
 export type { AxiosLikeInstance, AxiosLikeRequestConfig } from './cancellation.deadline.js';
 export { CancellationInterceptor } from './cancellation.interceptor.js';

@@ -13,6 +13,7 @@ const EXPECTED: Record<string, 'class' | 'function'> = {
   RequestSignal: 'function',
   RequestTimeout: 'function',
   checkpoint: 'function',
+  findCancellationError: 'function',
   isCancellationError: 'function',
 };
 

@@ -1,0 +1,38 @@
+import { Logger, Module } from '@nestjs/common';
+import type { OnApplicationShutdown, OnModuleDestroy } from '@nestjs/common';
+import { CancellationModule } from 'nestjs-cancellation';
+import { AggregateModule } from './aggregate/aggregate.module.js';
+import { PrimesModule } from './primes/primes.module.js';
+import { ProcessingModule } from './processing/processing.module.js';
+import { TasksModule } from './tasks/tasks.module.js';
+
+@Module({
+  imports: [
+    // One import makes every route cancellable: a request's AbortSignal aborts when its client disconnects,
+    // when its time budget runs out and when the application shuts down.
+    CancellationModule.forRoot({
+      // No request runs longer than 30 s unless its route says otherwise (@RequestTimeout): 504 after that.
+      timeoutMs: 30_000,
+      // Requests cut short by a shutdown get 503 + Retry-After: 5, so a client or a load balancer retries
+      // on another instance instead of reporting an error.
+      retryAfterSeconds: 5,
+    }),
+    TasksModule,
+    PrimesModule,
+    ProcessingModule,
+    AggregateModule,
+  ],
+})
+export class AppModule implements OnModuleDestroy, OnApplicationShutdown {
+  private readonly logger = new Logger('App');
+
+  // The first shutdown hook Nest runs: marks in the log where shutdown began.
+  onModuleDestroy(): void {
+    this.logger.log('Shutting down');
+  }
+
+  // The last one, after the HTTP server has closed: nothing the application started is still running.
+  onApplicationShutdown(signal?: string): void {
+    this.logger.log(`HTTP server closed${signal === undefined ? '' : ` (${signal})`}; exiting`);
+  }
+}
