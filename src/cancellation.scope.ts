@@ -1,5 +1,6 @@
 import { HttpException, ServiceUnavailableException } from '@nestjs/common';
 import type { CallHandler } from '@nestjs/common';
+import { STATUS_CODES } from 'node:http';
 import type { ServerResponse } from 'node:http';
 import type { Observer, Subscriber, Subscription, Unsubscribable } from 'rxjs';
 import { requestStorage } from './cancellation.constants.js';
@@ -85,7 +86,7 @@ export class RequestScope implements Observer<unknown>, Unsubscribable {
   start(subscriber: Subscriber<unknown>): Unsubscribable {
     this.subscriber = subscriber;
     const response = this.response as ScopedResponse;
-    if (response.destroyed && !response.writableFinished) {
+    if (isGone(response)) {
       this.cancel(new CancellationError('client-disconnected'));
       return this;
     }
@@ -139,7 +140,14 @@ export class RequestScope implements Observer<unknown>, Unsubscribable {
    */
   error(err: unknown): void {
     this.handlerSettled = true;
-    const reason = findCancellationError(err);
+    let reason = findCancellationError(err);
+    if (reason?.kind === 'client-disconnected' && !isGone(this.response)) {
+      // Another request's client left (work shared between requests, a coalesced cache fill): this client is
+      // still connected, must get an answer, and its signal must not claim that it left.
+      reason = new CancellationError('manual', 'Work this request depended on was cancelled', {
+        cause: reason,
+      });
+    }
     if (reason !== undefined) {
       this.cancel(reason);
       return;
@@ -164,9 +172,7 @@ export class RequestScope implements Observer<unknown>, Unsubscribable {
   unsubscribe(): void {
     if (this.released) return;
     if (!this.handlerSettled && this.reason === undefined) {
-      const response = this.response;
-      const gone = response.destroyed && !response.writableFinished;
-      this.reason = gone
+      this.reason = isGone(this.response)
         ? new CancellationError('client-disconnected')
         : new CancellationError('manual', 'The response stream was unsubscribed before the handler finished');
       this.controller?.abort(this.reason);
@@ -197,7 +203,11 @@ export class RequestScope implements Observer<unknown>, Unsubscribable {
       }
       case 'timeout':
         return new HttpException(
-          { statusCode: options.timeoutStatus, message: reason.message, error: 'Request Timeout' },
+          {
+            statusCode: options.timeoutStatus,
+            message: reason.message,
+            error: STATUS_CODES[options.timeoutStatus] ?? 'Timeout',
+          },
           options.timeoutStatus,
           { cause: reason },
         );
@@ -211,6 +221,11 @@ export class RequestScope implements Observer<unknown>, Unsubscribable {
         return new ServiceUnavailableException(reason.message, { cause: reason });
     }
   }
+}
+
+/** The client is gone: the response was closed before it was complete. */
+function isGone(response: ServerResponse): boolean {
+  return response.destroyed && !response.writableFinished;
 }
 
 /** One shared listener for every response: `this` is the response. */
