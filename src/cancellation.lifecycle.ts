@@ -44,6 +44,13 @@ export class CancellationLifecycle
   private hardDeadline: NodeJS.Timeout | undefined;
   /** Resolves the drain's wait once the last request in flight has ended. */
   private onDrained: (() => void) | undefined;
+  /**
+   * Responses that were open when the drain began: their requests arrived before it, so they may still reach
+   * the interceptor (past a slow guard, a body still uploading) and finish within the grace period.
+   */
+  private readonly admitted = new WeakSet<ServerResponse>();
+  /** How many of those have not closed yet. */
+  private admittedOpen = 0;
 
   constructor(
     @Inject(RESOLVED_OPTIONS) readonly options: ResolvedCancellationOptions,
@@ -95,7 +102,37 @@ export class CancellationLifecycle
 
   untrack(scope: RequestScope): void {
     this.inFlight.delete(scope);
-    if (this.onDrained !== undefined && this.inFlight.size === 0) this.onDrained();
+    this.checkDrained();
+  }
+
+  /**
+   * Whether a request that reaches the interceptor now must be refused: it arrived after the drain began,
+   * or the grace period is over.
+   */
+  refuses(response: ServerResponse): boolean {
+    return this.isDraining && (this.isShuttingDown || !this.admitted.has(response));
+  }
+
+  private checkDrained(): void {
+    if (this.onDrained !== undefined && this.inFlight.size === 0 && this.admittedOpen === 0) this.onDrained();
+  }
+
+  /**
+   * Remembers the responses open as the drain begins (requests that arrived before it, wherever they are:
+   * past the interceptor, in a guard, still uploading their body), and counts them down as they close.
+   */
+  private admitOpenRequests(): void {
+    for (const socket of this.sockets.keys()) {
+      const response = socket._httpMessage;
+      if (!(response instanceof ServerResponse) || response.writableEnded || this.admitted.has(response))
+        continue;
+      this.admitted.add(response);
+      this.admittedOpen++;
+      response.once('close', () => {
+        this.admittedOpen--;
+        this.checkDrained();
+      });
+    }
   }
 
   /** One line per cancelled request, never at error level: a cancellation is not a failure of the server. */
@@ -133,9 +170,11 @@ export class CancellationLifecycle
     this.hardDeadline = setTimeout(() => this.forceClose(), this.options.shutdownTimeoutMs);
     this.hardDeadline.unref();
     const grace = this.options.shutdownGracePeriodMs;
-    if (grace > 0 && this.inFlight.size > 0) {
+    if (grace > 0) this.admitOpenRequests();
+    const open = Math.max(this.inFlight.size, this.admittedOpen);
+    if (grace > 0 && open > 0) {
       if (this.options.logCancellations) {
-        this.logger.log(`Draining ${this.inFlight.size} request(s) in flight for up to ${grace} ms`);
+        this.logger.log(`Draining ${open} request(s) in flight for up to ${grace} ms`);
       }
       await new Promise<void>((resolve) => {
         const timer = setTimeout(resolve, grace);
@@ -187,7 +226,9 @@ export class CancellationLifecycle
       if (response instanceof ServerResponse && !response.writableEnded) {
         const { req } = response;
         this.logger.warn(
-          `Shutdown deadline (${this.options.shutdownTimeoutMs} ms) passed with ${req.method} ${req.url} ` +
+          // The path without its query string, which may carry tokens.
+          `Shutdown deadline (${this.options.shutdownTimeoutMs} ms) passed with ${req.method} ` +
+            `${(req.url ?? '').split('?')[0]} ` +
             `still open (connection age ${Math.round(now - connectedAt)} ms): ` +
             (response.headersSent ? 'destroying the connection' : 'answering 503'),
         );
@@ -198,7 +239,13 @@ export class CancellationLifecycle
             'Retry-After': String(this.options.retryAfterSeconds),
             Connection: 'close',
           });
-          response.end(JSON.stringify({ statusCode: 503, message: 'The application is shutting down' }));
+          response.end(
+            JSON.stringify({
+              message: 'The application is shutting down',
+              error: 'Service Unavailable',
+              statusCode: 503,
+            }),
+          );
           continue;
         }
       }

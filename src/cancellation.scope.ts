@@ -90,7 +90,7 @@ export class RequestScope implements Observer<unknown>, Unsubscribable {
       this.cancel(new CancellationError('client-disconnected'));
       return this;
     }
-    if (this.lifecycle.isDraining) {
+    if (this.lifecycle.refuses(this.response)) {
       this.cancel(this.lifecycle.drainReason());
       return this;
     }
@@ -152,15 +152,21 @@ export class RequestScope implements Observer<unknown>, Unsubscribable {
       this.cancel(reason);
       return;
     }
+    this.closeConnectionIfDraining();
     this.subscriber?.error(err);
   }
 
-  /** The handler's stream completed. While the application drains, its keep-alive connection is closed. */
+  /** The handler's stream completed. */
   complete(): void {
     this.handlerSettled = true;
+    this.closeConnectionIfDraining();
+    this.subscriber?.complete();
+  }
+
+  /** While the application drains, a response (a result or an error alike) closes its keep-alive connection. */
+  private closeConnectionIfDraining(): void {
     if (this.lifecycle.isDraining && !this.response.headersSent)
       this.response.setHeader('Connection', 'close');
-    this.subscriber?.complete();
   }
 
   /**
