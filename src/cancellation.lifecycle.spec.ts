@@ -16,11 +16,16 @@ function adapterHost(type: string | undefined = 'express'): HttpAdapterHost {
   return { httpAdapter } as unknown as HttpAdapterHost;
 }
 
+/** Every lifecycle a test made, so that `afterEach` can disarm the hard-deadline timers they started. */
+const made: CancellationLifecycle[] = [];
+
 function lifecycleWith(
   options: Partial<ResolvedCancellationOptions> = {},
   type?: string,
 ): CancellationLifecycle {
-  return new CancellationLifecycle({ ...DEFAULT_OPTIONS, ...options }, adapterHost(type));
+  const lifecycle = new CancellationLifecycle({ ...DEFAULT_OPTIONS, ...options }, adapterHost(type));
+  made.push(lifecycle);
+  return lifecycle;
 }
 
 interface FakeScope {
@@ -54,6 +59,8 @@ describe('CancellationLifecycle', () => {
   });
 
   afterEach(() => {
+    // What Nest does after closing the server: disarms the hard deadline (and logs nothing new).
+    for (const lifecycle of made.splice(0)) lifecycle.onApplicationShutdown();
     jest.restoreAllMocks();
   });
 

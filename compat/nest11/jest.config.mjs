@@ -1,0 +1,36 @@
+// The e2e suites of ../../test against Nest 11 (CommonJS) and the package's CommonJS build (dist/cjs, made by
+// `npm run build` at the root). Jest runs without --experimental-vm-modules: every file is CommonJS, as in a
+// Nest 11 application. Jest, ts-jest and TypeScript come from the root; Nest, rxjs, reflect-metadata and
+// axios from this folder's node_modules, for the suites and for dist/cjs alike, so that the whole registry
+// sees one Nest 11 (test/nest11.e2e-spec.ts checks that).
+import { fileURLToPath } from 'node:url';
+
+const repo = fileURLToPath(new URL('../..', import.meta.url)).replace(/\/$/, '');
+const here = `${repo}/compat/nest11`;
+const modules = `${here}/node_modules`;
+
+/**
+ * The suites of ../../test that run here. Left out: pack (it builds its own app from the packed tarball) and
+ * sample-app (the sample app is compiled and run on the root's Nest 12); exports.spec pins src/, not a platform.
+ */
+const SUITES = ['context', 'deadlines', 'disconnect', 'drain', 'listeners', 'outcomes', 'readme', 'shutdown'];
+
+/** @type {import('jest').Config} */
+export default {
+  rootDir: repo,
+  testEnvironment: 'node',
+  roots: [`${repo}/test`, `${here}/test`],
+  testMatch: [...SUITES.map((name) => `${repo}/test/${name}.e2e-spec.ts`), `${here}/test/*.e2e-spec.ts`],
+  moduleNameMapper: {
+    '^nestjs-cancellation$': `${repo}/dist/cjs/index.js`,
+    // Suites that reach into the library (e.g. `../src/cancellation.lifecycle.js`) get the same CommonJS copy.
+    '^(?:\\.\\./)+src/(cancellation\\.[a-z-]+)\\.js$': `${repo}/dist/cjs/$1.js`,
+    '^@nestjs/(axios|common|core|platform-express|platform-fastify|testing)((?:/.*)?)$': `${modules}/@nestjs/$1$2`,
+    '^(rxjs|axios|reflect-metadata)((?:/.*)?)$': `${modules}/$1$2`,
+    '^(\\.{1,2}/.*)\\.js$': '$1',
+  },
+  transform: {
+    '^.+\\.ts$': [`${here}/jest.transform.mjs`, { tsconfig: `${here}/tsconfig.json` }],
+  },
+  testTimeout: 30_000,
+};
