@@ -11,7 +11,7 @@ import type { Socket } from 'node:net';
 import { CancellationError } from './cancellation.error.js';
 import { RESOLVED_OPTIONS } from './cancellation.module-definition.js';
 import type { ResolvedCancellationOptions } from './cancellation.options.js';
-import { platformFor } from './cancellation.platform.js';
+import { installPlatformHooks, platformFor } from './cancellation.platform.js';
 import type { HttpPlatform } from './cancellation.platform.js';
 import type { RequestScope } from './cancellation.scope.js';
 
@@ -147,6 +147,8 @@ export class CancellationLifecycle
 
   /** Starts counting the HTTP server's sockets, for the hard deadline (one listener per connection). */
   onApplicationBootstrap(): void {
+    const adapter = this.adapterHost.httpAdapter;
+    installPlatformHooks(adapter?.getType(), adapter?.getInstance());
     const server = this.adapterHost.httpAdapter?.getHttpServer() as Server | undefined;
     if (server === undefined || typeof server.on !== 'function') return;
     this.server = server;

@@ -48,6 +48,61 @@ export const fastifyPlatform: HttpPlatform = {
   method: (request) => (request as FastifyLikeRequest).method,
 };
 
+/** Where a request keeps its Fastify reply while its body is read, for the shared listener below. */
+const REPLY = Symbol('nestjs-cancellation.reply');
+
+type UploadingRequest = IncomingMessage & { [REPLY]?: { hijack(): unknown } };
+
+/**
+ * A client that hangs up while its request body is still being read: Node fails the request with
+ * `Error: aborted` (ECONNRESET), Fastify's body reader passes it to Nest's error handler, which does not
+ * recognise it and logs it at error level, although the client is gone and nothing went wrong on the server.
+ * Nothing can be sent to that client: taking the reply out of Fastify's hands (`hijack()`) ends the request
+ * there, as it ends quietly on Express (whose body parser turns the error into an HttpException 400). Once the
+ * body is complete the request is the interceptor's business, and this does nothing. One listener shared by
+ * every request: `this` is the request.
+ */
+function onUploadError(this: UploadingRequest, err: unknown): void {
+  if (!this.complete && (err as { code?: unknown } | undefined)?.code === 'ECONNRESET') this[REPLY]?.hijack();
+}
+
+/** Fastify `preParsing` hook: watches the requests that carry a body. */
+function watchUpload(
+  request: { raw: UploadingRequest },
+  reply: { hijack(): unknown },
+  payload: unknown,
+  done: (err: Error | null, payload: unknown) => void,
+): void {
+  const { raw } = request;
+  if (
+    !raw.complete &&
+    (raw.headers['content-length'] !== undefined || raw.headers['transfer-encoding'] !== undefined)
+  ) {
+    raw[REPLY] = reply;
+    raw.once('error', onUploadError);
+  }
+  done(null, payload);
+}
+
+interface FastifyLikeInstance {
+  addHook(name: 'preParsing', hook: typeof watchUpload): unknown;
+}
+
+/**
+ * Installs what the platform needs once per application, before it listens. On Fastify: a client hanging up
+ * during its upload is not logged as an error.
+ * @internal
+ */
+export function installPlatformHooks(adapterType: string | undefined, instance: unknown): void {
+  if (adapterType !== 'fastify') return;
+  const fastify = instance as Partial<FastifyLikeInstance> | undefined;
+  try {
+    fastify?.addHook?.('preParsing', watchUpload);
+  } catch {
+    // Already listening (hooks can only be added before): Nest's behaviour stays.
+  }
+}
+
 /**
  * The platform for an HTTP adapter type as Nest reports it (`httpAdapter.getType()`).
  * @internal

@@ -148,6 +148,13 @@ export class RequestScope implements Observer<unknown>, Unsubscribable {
         cause: reason,
       });
     }
+    if (reason === undefined && this.remainingMs === 0) {
+      // The budget is spent and the timer has not fired yet: whatever failed now (typically a downstream
+      // that was given the same deadline and gave up first) failed because time ran out.
+      reason = new CancellationError('timeout', `The request ran out of time (${this.timeoutMs} ms)`, {
+        cause: err,
+      });
+    }
     if (reason !== undefined) {
       this.cancel(reason);
       return;

@@ -80,7 +80,7 @@ export class CancellationService {
     const headers = new Headers(init.headers);
     const header = this.lifecycle.options.deadlineHeader;
     const remaining = this.remainingMs;
-    if (header !== false && remaining !== undefined) headers.set(header, String(Math.floor(remaining)));
+    if (header !== false && remaining !== undefined) headers.set(header, String(Math.ceil(remaining)));
     const signal = init.signal ? AbortSignal.any([init.signal, this.signal]) : this.signal;
     return fetch(input, { ...init, headers, signal });
   }
@@ -105,7 +105,7 @@ export class CancellationService {
       const header = this.lifecycle.options.deadlineHeader;
       const remaining = this.remainingMs;
       if (header !== false && remaining !== undefined)
-        setAxiosHeader(config, header, String(Math.floor(remaining)));
+        setAxiosHeader(config, header, String(Math.ceil(remaining)));
       return config;
     });
   }

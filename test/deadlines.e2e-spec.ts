@@ -41,6 +41,15 @@ class DownstreamController {
     }
   }
 
+  @Get('late-failure')
+  @RequestTimeout(100)
+  lateFailure() {
+    // Holds the event loop past the deadline, so the timer cannot fire before the failure arrives.
+    const until = performance.now() + 150;
+    while (performance.now() < until);
+    throw new Error('downstream gave up');
+  }
+
   @Get('unbounded')
   unbounded() {
     return { remainingMs: this.cancellation.remainingMs ?? null };
@@ -171,6 +180,11 @@ describe.each(ADAPTERS)('deadline propagation on %s', (adapter) => {
       const res = await startRequest(downstream.port, '/budget', { headers: { [HEADER]: '0' } }).response();
       expect(res.status).toBe(504);
       expect(seen).toHaveLength(0);
+    });
+
+    it('answers a failure that arrives once the budget is spent as the timeout it is, not as a 500', async () => {
+      const res = await startRequest(downstream.port, '/late-failure').response();
+      expect(res.status).toBe(504);
     });
 
     it('gives a route without a limit the caller’s budget', async () => {
