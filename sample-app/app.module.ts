@@ -2,9 +2,12 @@ import { Logger, Module } from '@nestjs/common';
 import type { OnApplicationShutdown, OnModuleDestroy } from '@nestjs/common';
 import { CancellationModule } from 'nestjs-cancellation';
 import { AggregateModule } from './aggregate/aggregate.module.js';
+import { CommandsModule } from './commands/commands.module.js';
 import { PrimesModule } from './primes/primes.module.js';
 import { ProcessingModule } from './processing/processing.module.js';
+import { ReportsModule } from './reports/reports.module.js';
 import { TasksModule } from './tasks/tasks.module.js';
+import { WorkersModule } from './workers/workers.module.js';
 
 @Module({
   imports: [
@@ -21,6 +24,10 @@ import { TasksModule } from './tasks/tasks.module.js';
     PrimesModule,
     ProcessingModule,
     AggregateModule,
+    // Cancellation reaching real work: a PostgreSQL query, a worker thread, an external program.
+    ReportsModule,
+    WorkersModule,
+    CommandsModule,
   ],
 })
 export class AppModule implements OnModuleDestroy, OnApplicationShutdown {

@@ -13,7 +13,17 @@ const modules = `${here}/node_modules`;
  * The suites of ../../test that run here. Left out: pack (it builds its own app from the packed tarball) and
  * sample-app (the sample app is compiled and run on the root's Nest 12); exports.spec pins src/, not a platform.
  */
-const SUITES = ['context', 'deadlines', 'disconnect', 'drain', 'listeners', 'outcomes', 'readme', 'shutdown'];
+const SUITES = [
+  'context',
+  'deadlines',
+  'disconnect',
+  'downstream',
+  'drain',
+  'listeners',
+  'outcomes',
+  'readme',
+  'shutdown',
+];
 
 /** @type {import('jest').Config} */
 export default {
@@ -23,6 +33,7 @@ export default {
   testMatch: [...SUITES.map((name) => `${repo}/test/${name}.e2e-spec.ts`), `${here}/test/*.e2e-spec.ts`],
   moduleNameMapper: {
     '^nestjs-cancellation$': `${repo}/dist/cjs/index.js`,
+    '^(?:\\.\\./)+src/pg/index\\.js$': `${repo}/dist/cjs/pg/index.js`,
     // Suites that reach into the library (e.g. `../src/cancellation.lifecycle.js`) get the same CommonJS copy.
     '^(?:\\.\\./)+src/(cancellation\\.[a-z-]+)\\.js$': `${repo}/dist/cjs/$1.js`,
     '^@nestjs/(axios|common|core|platform-express|platform-fastify|testing)((?:/.*)?)$': `${modules}/@nestjs/$1$2`,
