@@ -1,11 +1,25 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
-import type { RequestScope } from './cancellation.scope.js';
+import type { CancellationError } from './cancellation.error.js';
 
 /**
  * Metadata key under which `@RequestTimeout()` stores a route's or a controller's time budget.
  * @internal
  */
 export const REQUEST_TIMEOUT_METADATA = 'nestjs-cancellation:request-timeout';
+
+/**
+ * What code running in a scope (an HTTP request's `RequestScope`, a WebSocket or microservice message's
+ * `MessageScope`) reads of it.
+ * @internal
+ */
+export interface ScopeState {
+  /** The scope's AbortSignal (created on first read). */
+  readonly signal: AbortSignal;
+  /** Why it was cancelled; `undefined` while it is not. */
+  readonly reason: CancellationError | undefined;
+  /** Milliseconds left of its time budget; `undefined` when it has none. */
+  readonly remainingMs: number | undefined;
+}
 
 /**
  * Process-wide state lives on `globalThis` under a registered symbol, so that the ESM and the CommonJS copy
@@ -18,7 +32,7 @@ const GLOBAL_STATE_KEY = Symbol.for('nestjs-cancellation.state.v1');
 /** @internal */
 interface GlobalState {
   /** The store of the request being handled, seen by everything the handler calls. */
-  readonly storage: AsyncLocalStorage<RequestScope>;
+  readonly storage: AsyncLocalStorage<ScopeState>;
   /** `performance.now()` when `checkpoint()` last yielded to the event loop. */
   lastYield: number;
 }
@@ -27,7 +41,7 @@ const holder = globalThis as typeof globalThis & { [GLOBAL_STATE_KEY]?: GlobalSt
 
 /** @internal */
 export const globalState: GlobalState = (holder[GLOBAL_STATE_KEY] ??= {
-  storage: new AsyncLocalStorage<RequestScope>(),
+  storage: new AsyncLocalStorage<ScopeState>(),
   lastYield: 0,
 });
 

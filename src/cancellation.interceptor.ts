@@ -6,6 +6,7 @@ import { Observable } from 'rxjs';
 import { REQUEST_TIMEOUT_METADATA } from './cancellation.constants.js';
 import { parseDeadlineHeader } from './cancellation.deadline.js';
 import { CancellationLifecycle } from './cancellation.lifecycle.js';
+import { interceptMessage } from './cancellation.message.js';
 import { MAX_TIMEOUT_MS } from './cancellation.options.js';
 import { RequestScope } from './cancellation.scope.js';
 
@@ -18,8 +19,9 @@ interface Budget {
 /**
  * The global interceptor `CancellationModule` registers. For every HTTP request it runs the handler inside a
  * `RequestScope` (the AsyncLocalStorage store `CancellationService` reads) and ends the handler's stream on
- * the first of: the client disconnecting, the application shutting down, the request's deadline. Other
- * execution contexts (microservices, WebSockets, GraphQL) pass through untouched.
+ * the first of: the client disconnecting, the application shutting down, the request's deadline. A WebSocket
+ * gateway's message or a microservice's message runs in a `MessageScope` instead (its connection closing,
+ * shutdown); other execution contexts (GraphQL) pass through untouched.
  *
  * Per request it creates the scope and one Observable; the AbortController only when somebody reads the
  * signal, the deadline timer only for a route with a budget.
@@ -35,7 +37,7 @@ export class CancellationInterceptor implements NestInterceptor {
   ) {}
 
   intercept(context: ExecutionContext, next: CallHandler): Observable<unknown> {
-    if (context.getType() !== 'http') return next.handle();
+    if (context.getType() !== 'http') return interceptMessage(context, next, this.lifecycle);
     const { lifecycle } = this;
     const request = context.getArgByIndex<IncomingMessage>(0);
     let timeoutMs = this.timeoutOf(context);

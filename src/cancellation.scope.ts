@@ -18,6 +18,11 @@ const SCOPE = Symbol('nestjs-cancellation.scope');
 
 type ScopedResponse = ServerResponse & { [SCOPE]?: RequestScope };
 
+/** The source of a streamed response body: what must be destroyed when the response cannot be finished. */
+interface StreamSource {
+  destroy(error?: Error): unknown;
+}
+
 /**
  * The state of one HTTP request in flight: its cancellation reason, its AbortSignal (created only when
  * somebody asks for it: most handlers never do), and the subscription to the route handler's stream.
@@ -41,6 +46,13 @@ export class RequestScope implements Observer<unknown>, Unsubscribable {
   private handlerSettled = false;
   /** Listener, timer and registry entry are gone. */
   private released = false;
+  /** The stream the handler returned (a `StreamableFile`'s, a Readable), when it returned one. */
+  private source: StreamSource | undefined = undefined;
+  /**
+   * The handler completed with a stream that the platform is now sending: the scope stays registered (shutdown
+   * ends the response and destroys the source) until the response closes.
+   */
+  private sending = false;
 
   constructor(
     /** The platform's request object (Express `Request`, Fastify `FastifyRequest`). */
@@ -125,11 +137,20 @@ export class RequestScope implements Observer<unknown>, Unsubscribable {
     this.reason = reason;
     this.controller?.abort(reason);
     this.lifecycle.reportCancelled(this, reason);
+    if (this.sending) {
+      // The headers are out: no status can tell the client. Cutting the connection shows it the body is
+      // incomplete (ending the response would pass a truncated download off as a whole one), and the source
+      // is destroyed so that no file handle or cursor stays open. The response's 'close' releases the scope.
+      this.source?.destroy();
+      this.response.destroy();
+      return;
+    }
     this.subscriber?.error(this.outcome(reason));
   }
 
-  /** The handler's stream emitted: pass it on. */
+  /** The handler's stream emitted: pass it on, noting a stream the platform will send as the body. */
   next(value: unknown): void {
+    if (typeof value === 'object' && value !== null) this.source = streamSource(value);
     this.subscriber?.next(value);
   }
 
@@ -166,6 +187,13 @@ export class RequestScope implements Observer<unknown>, Unsubscribable {
   /** The handler's stream completed. */
   complete(): void {
     this.handlerSettled = true;
+    if (this.source !== undefined && !this.response.destroyed) {
+      // The body is sent after this stream completes: keep watching the response until it closes. The time
+      // budget was for producing the answer; a download that outlasts it is not cut short.
+      this.sending = true;
+      clearTimeout(this.timer);
+      this.timer = undefined;
+    }
     this.closeConnectionIfDraining();
     this.subscriber?.complete();
   }
@@ -191,10 +219,25 @@ export class RequestScope implements Observer<unknown>, Unsubscribable {
       this.controller?.abort(this.reason);
       this.lifecycle.reportCancelled(this, this.reason);
     }
-    this.released = true;
+    // A scope kept for a streamed body is released when the response closes.
+    const keep = this.sending;
+    if (!keep) this.released = true;
     this.inner?.unsubscribe();
     this.inner = undefined;
     this.subscriber = undefined;
+    if (!keep) this.detach();
+  }
+
+  /** The response closed, finished or not: a scope kept for a streamed body is done. */
+  responseClosed(): void {
+    if (!this.sending || this.released) return;
+    this.released = true;
+    this.detach();
+  }
+
+  /** Removes the listener, the timer and the registry entry. */
+  private detach(): void {
+    this.source = undefined;
     const response = this.response as ScopedResponse;
     response.removeListener('close', onResponseClose);
     response[SCOPE] = undefined;
@@ -243,7 +286,25 @@ function isGone(response: ServerResponse): boolean {
 
 /** One shared listener for every response: `this` is the response. */
 function onResponseClose(this: ScopedResponse): void {
-  if (!this.writableFinished) this[SCOPE]?.cancel(new CancellationError('client-disconnected'));
+  const scope = this[SCOPE];
+  if (scope === undefined) return;
+  if (!this.writableFinished) scope.cancel(new CancellationError('client-disconnected'));
+  scope.responseClosed();
+}
+
+/**
+ * The stream a handler's result sends as the body: a `StreamableFile`'s (recognised by its shape, not by
+ * `instanceof`, which two copies of `@nestjs/common` would defeat), or a Readable (Fastify sends those).
+ */
+function streamSource(value: object): StreamSource | undefined {
+  const candidate = value as { getStream?: unknown; pipe?: unknown; destroy?: unknown };
+  if (typeof candidate.getStream === 'function') {
+    const stream = (candidate.getStream as () => Partial<StreamSource> | undefined).call(value);
+    return typeof stream?.destroy === 'function' ? (stream as StreamSource) : undefined;
+  }
+  return typeof candidate.pipe === 'function' && typeof candidate.destroy === 'function'
+    ? (value as StreamSource)
+    : undefined;
 }
 
 function onDeadline(scope: RequestScope): void {

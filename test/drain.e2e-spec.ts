@@ -17,7 +17,7 @@ import {
   Injectable,
   Post,
   Query,
-  StreamableFile,
+  Res,
   UseGuards,
 } from '@nestjs/common';
 import type { CanActivate, OnModuleInit } from '@nestjs/common';
@@ -25,7 +25,6 @@ import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import http from 'node:http';
-import { Readable } from 'node:stream';
 import { setTimeout as delay } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import {
@@ -147,12 +146,16 @@ class DrainController {
     return 'checked';
   }
 
-  /** A download that sends its headers and a first chunk, then never ends: it ignores every signal. */
+  /**
+   * A download that sends its headers and a first chunk, then never ends: it ignores every signal. It writes
+   * to Node's response itself (`@Res()`), so the interceptor does not see it: a `StreamableFile` would be
+   * ended when the grace period ends (test/streaming.e2e-spec.ts), this only by the hard deadline.
+   */
   @Get('download')
-  download(): StreamableFile {
-    const stream = new Readable({ read: () => undefined });
-    stream.push('first chunk\n');
-    return new StreamableFile(stream, { type: 'text/plain' });
+  download(@Res() reply: { raw?: http.ServerResponse } & http.ServerResponse): void {
+    const response = reply.raw ?? reply;
+    response.writeHead(200, { 'content-type': 'text/plain' });
+    response.write('first chunk\n');
   }
 
   @Post('upload')

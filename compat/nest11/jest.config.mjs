@@ -11,7 +11,9 @@ const modules = `${here}/node_modules`;
 
 /**
  * The suites of ../../test that run here. Left out: pack (it builds its own app from the packed tarball) and
- * sample-app (the sample app is compiled and run on the root's Nest 12); exports.spec pins src/, not a platform.
+ * sample-app (the sample app is compiled and run on the root's Nest 12); exports.spec pins src/, not a platform;
+ * websocket: on Nest 11's platform-ws the gateway's handlers never ran in this setup (not diagnosed yet, open in
+ * the contexts issue).
  */
 const SUITES = [
   'context',
@@ -20,9 +22,11 @@ const SUITES = [
   'downstream',
   'drain',
   'listeners',
+  'microservice',
   'outcomes',
   'readme',
   'shutdown',
+  'streaming',
 ];
 
 /** @type {import('jest').Config} */
@@ -36,8 +40,8 @@ export default {
     '^(?:\\.\\./)+src/pg/index\\.js$': `${repo}/dist/cjs/pg/index.js`,
     // Suites that reach into the library (e.g. `../src/cancellation.lifecycle.js`) get the same CommonJS copy.
     '^(?:\\.\\./)+src/(cancellation\\.[a-z-]+)\\.js$': `${repo}/dist/cjs/$1.js`,
-    '^@nestjs/(axios|common|core|platform-express|platform-fastify|testing)((?:/.*)?)$': `${modules}/@nestjs/$1$2`,
-    '^(rxjs|axios|reflect-metadata)((?:/.*)?)$': `${modules}/$1$2`,
+    '^@nestjs/(axios|common|core|microservices|platform-express|platform-fastify|platform-ws|testing|websockets)((?:/.*)?)$': `${modules}/@nestjs/$1$2`,
+    '^(rxjs|axios|reflect-metadata|ws)((?:/.*)?)$': `${modules}/$1$2`,
     '^(\\.{1,2}/.*)\\.js$': '$1',
   },
   transform: {
