@@ -26,7 +26,7 @@ import {
   median,
   writeResults,
 } from './lib/harness.mjs';
-import { distribution, isMain, libraryUrl, ms, snapshotDist } from './support/common.mjs';
+import { distribution, isMain, ms, snapshotDist } from './support/common.mjs';
 
 const RESOLVED = Promise.resolve();
 
@@ -211,9 +211,9 @@ export async function checkpoint() {
   const out =
     process.env.BENCH_OUT ?? path.join(RESULTS_DIR, reduced ? 'checkpoint.tmp.json' : 'checkpoint.json');
   const dist = await snapshotDist('checkpoint');
-  process.env.BENCH_DIST = dist;
-  const lib = await import(libraryUrl());
-  const { requestStorage } = await import(libraryUrl('cancellation.constants.js'));
+  const lib = await import(dist);
+  // Internal: the AsyncLocalStorage that holds the request's scope.
+  const { requestStorage } = await import(new URL('cancellation.constants.js', dist).href);
   const signal = new AbortController().signal;
   log(
     `checkpoint: ${cfg.calls.toLocaleString('en-US')} calls x ${cfg.rounds} rounds; ` +

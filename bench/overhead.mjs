@@ -12,7 +12,8 @@
 // runs), BENCH_HEAD_TO_HEAD (0: skip the simultaneous runs of CancellationModule against its baselines),
 // BENCH_CONNECTIONS (50), BENCH_PIPELINING (1), BENCH_VARIANTS (comma list, see lib/overhead-variants.mjs),
 // BENCH_ADAPTERS (express,fastify), BENCH_ROUTES (hello,io), BENCH_OUT (result file); on a shared machine
-// BENCH_QUIET_CORES (0.3), BENCH_QUIET_WAIT (10 s; 0 = off), BENCH_RETRIES (2). Profile mode: see profile().
+// BENCH_QUIET_CORES (0.3), BENCH_QUIET_WAIT (10 s; 0 = off), BENCH_RETRIES (2), BENCH_IO_MS (1: how long GET /io
+// waits). Profile mode: see profile().
 import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { summarize } from './cpuprofile-top.mjs';
@@ -72,6 +73,7 @@ function config() {
     headToHead: process.env.BENCH_HEAD_TO_HEAD !== '0',
     connections: Math.round(envNumber('BENCH_CONNECTIONS', 50)),
     pipelining: Math.round(envNumber('BENCH_PIPELINING', 1)),
+    ioMs: envNumber('BENCH_IO_MS', 1),
     // The machine is shared: before each measurement, wait (at most BENCH_QUIET_WAIT s) until other processes
     // use under BENCH_QUIET_CORES cores, and measure again (at most BENCH_RETRIES times) when they took more
     // during the run. BENCH_QUIET_WAIT=0 disables both.
@@ -91,6 +93,7 @@ function config() {
   const full =
     cfg.rounds >= 5 &&
     cfg.duration >= 2 &&
+    cfg.ioMs === 1 &&
     cfg.adapters.length === ADAPTERS.length &&
     cfg.routes.length === Object.keys(ROUTES).length &&
     Object.keys(VARIANTS).every((name) => !VARIANTS[name].default || cfg.variants.includes(name));

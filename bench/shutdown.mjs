@@ -7,16 +7,21 @@
 //   node bench/shutdown.mjs                          full run, writes bench/results/shutdown.json
 //   SHUTDOWN_ROUNDS=1 SHUTDOWN_COUNTS=10,100 ...     smoke run (writes bench/results/shutdown.tmp.json)
 //
-// Each measurement is a fresh server process (the clients run here, in the parent): N clients send GET /long
-// on their own connection; once the server reports all N handlers running, it calls `app.close()` and reports
-// how long it took to resolve; the parent records every client's outcome (status, or error code) and when it
+// Each measurement is a fresh server process (the clients run here, in the parent). It is warmed up first with
+// SHUTDOWN_WARMUP (500) requests to GET /warm, a 503 through Nest's exception path, and for CancellationModule
+// as many clients hanging up on GET /long, so that close() runs optimized code, as in a process that has
+// answered errors before (SHUTDOWN_WARMUP=0: the shutdown's 503s are the process's first error responses, and
+// take longer). Then N clients send GET /long on their own connection; once the server reports all N handlers
+// running, it calls `app.close()` and reports how long it took to resolve (and its phases: lifecycle hooks,
+// then the HTTP server's close); the parent records every client's outcome (status, or error code) and when it
 // arrived. Handlers: CancellationModule and forceCloseConnections await a 30 s timer (with the request's signal
 // for CancellationModule); plain Nest awaits SHUTDOWN_PLAIN_WORK_MS (3 s) so that a run ends: its close() time
 // is whatever remained of that work, and would be as long as the longest request in a real application.
 //
 // Environment: SHUTDOWN_COUNTS (10,100,1000), SHUTDOWN_ROUNDS (3, plain Nest runs once; the median is reported),
-// SHUTDOWN_VARIANTS (cancellation,plain,force-close,hand-503), SHUTDOWN_ADAPTERS (express,fastify),
-// SHUTDOWN_PLAIN_WORK_MS (3000), BENCH_OUT (result file); on a shared machine, before each measurement wait at
+// SHUTDOWN_VARIANTS (cancellation,plain,force-close,hand-503; also raw-503, a sketch of a faster design: the
+// hook writes a canned 503 on each open response, skipping exception filters), SHUTDOWN_ADAPTERS (express,fastify),
+// SHUTDOWN_PLAIN_WORK_MS (3000), SHUTDOWN_WARMUP (500), BENCH_OUT (result file); on a shared machine, before each measurement wait at
 // most BENCH_QUIET_WAIT s (3; 0 = off) until other processes use under BENCH_QUIET_CORES cores (0.3).
 // SHUTDOWN_PROFILE=1 writes a CPU profile of each server's close() (see startProfiler).
 import { writeFileSync } from 'node:fs';
@@ -56,7 +61,10 @@ const VARIANTS = {
   plain: 'plain Nest',
   'force-close': 'plain Nest, forceCloseConnections: true',
   'hand-503': 'floor: plain Nest, a shutdown hook makes every handler throw a 503',
+  'raw-503': 'plain Nest, a shutdown hook writes a 503 on every open response itself (no exception filter)',
 };
+/** Run unless SHUTDOWN_VARIANTS names them: `raw-503` is the sketch of a faster design, not a competitor. */
+const DEFAULT_VARIANTS = ['cancellation', 'plain', 'force-close', 'hand-503'];
 const TARGET = { count: 1000, closeMs: 250 };
 const LONG_MS = 30_000;
 
@@ -79,9 +87,27 @@ async function serve(variant, adapter, expected, plainWorkMs) {
   // per-request listener, no timer, no AbortSignal).
   let shuttingDown;
   const shutdown = new Promise((resolve) => (shuttingDown = resolve));
+  // raw-503: the hook answers every open response itself, bypassing Nest's exception path.
+  const open = new Set();
+  const body = JSON.stringify({
+    message: 'The application is shutting down',
+    error: 'Service Unavailable',
+    statusCode: 503,
+  });
   class ShutdownHook {
     beforeApplicationShutdown() {
       shuttingDown();
+      for (const raw of open) {
+        raw.writeHead(503, {
+          'Content-Type': 'application/json; charset=utf-8',
+          'Content-Length': Buffer.byteLength(body),
+          'Retry-After': '1',
+          Connection: 'close',
+        });
+        raw.end(body);
+        counts.aborted++;
+      }
+      open.clear();
     }
   }
   decorateClass(ShutdownHook, [Injectable()]);
@@ -108,6 +134,10 @@ async function serve(variant, adapter, expected, plainWorkMs) {
 
     async handRolled(response) {
       started();
+      if (variant === 'raw-503') {
+        open.add(response.raw ?? response);
+        return new Promise(() => {}); // answered by the hook; the process exits after the measurement
+      }
       await shutdown;
       counts.aborted++;
       const raw = response.raw ?? response;
@@ -119,7 +149,7 @@ async function serve(variant, adapter, expected, plainWorkMs) {
   if (variant === 'cancellation') {
     decorateParam(LongController, 'long', 0, RequestSignal());
     decorateMethod(LongController, 'long', [Get('long')], [AbortSignal]);
-  } else if (variant === 'hand-503') {
+  } else if (variant === 'hand-503' || variant === 'raw-503') {
     decorateParam(LongController, 'handRolled', 0, Res({ passthrough: true }));
     decorateMethod(LongController, 'handRolled', [Get('long')], [Object]);
   } else {
@@ -132,7 +162,7 @@ async function serve(variant, adapter, expected, plainWorkMs) {
     Module({
       imports: variant === 'cancellation' ? [CancellationModule.forRoot()] : [],
       controllers: [LongController],
-      providers: variant === 'hand-503' ? [ShutdownHook] : [],
+      providers: variant === 'hand-503' || variant === 'raw-503' ? [ShutdownHook] : [],
     }),
   ]);
   const { app, server, port } = await startNest(
@@ -322,7 +352,7 @@ function config() {
   const adapters = envList('SHUTDOWN_ADAPTERS') ?? ADAPTERS;
   for (const adapter of adapters)
     if (!ADAPTERS.includes(adapter)) throw new TypeError(`SHUTDOWN_ADAPTERS: ${adapter}`);
-  const variants = envList('SHUTDOWN_VARIANTS') ?? Object.keys(VARIANTS);
+  const variants = envList('SHUTDOWN_VARIANTS') ?? DEFAULT_VARIANTS;
   for (const variant of variants)
     if (!(variant in VARIANTS)) throw new TypeError(`SHUTDOWN_VARIANTS: ${variant}`);
   const counts = (envList('SHUTDOWN_COUNTS') ?? ['10', '100', '1000']).map(Number);
@@ -359,7 +389,7 @@ export async function shutdown() {
   const reduced =
     cfg.rounds < 3 ||
     !cfg.counts.includes(TARGET.count) ||
-    cfg.variants.length < Object.keys(VARIANTS).length ||
+    DEFAULT_VARIANTS.some((v) => !cfg.variants.includes(v)) ||
     cfg.adapters.length < ADAPTERS.length;
   const out =
     process.env.BENCH_OUT ?? path.join(RESULTS_DIR, reduced ? 'shutdown.tmp.json' : 'shutdown.json');

@@ -3,7 +3,7 @@
 //
 // Routes (the same in every variant):
 //   GET /hello  returns a string
-//   GET /io     awaits ~1 ms (a timer standing in for I/O), then returns a string
+//   GET /io     awaits ~1 ms (BENCH_IO_MS; a timer standing in for I/O), then returns a string
 import 'reflect-metadata';
 import { AsyncLocalStorage } from 'node:async_hooks';
 import http from 'node:http';
@@ -18,6 +18,9 @@ import { HELLO, IO, VARIANTS } from '../lib/overhead-variants.mjs';
 // The library as built: the parent passes its snapshot of dist/ (see snapshotDist in ../lib/harness.mjs).
 const { CancellationModule, RequestSignal } = await import(process.env.BENCH_DIST ?? '../../dist/index.js');
 
+/** How long GET /io waits: BENCH_IO_MS (1 ms). */
+const IO_MS = Number(process.env.BENCH_IO_MS ?? 1);
+
 // --- the Nest pieces, decorated by hand (see ../lib/decorate.mjs) ---
 
 function plainController() {
@@ -28,7 +31,7 @@ function plainController() {
     }
 
     async io() {
-      await sleep(1);
+      await sleep(IO_MS);
       return IO;
     }
   }
@@ -45,7 +48,7 @@ function signalController() {
     }
 
     async io(signal) {
-      await sleep(1, undefined, { signal });
+      await sleep(IO_MS, undefined, { signal });
       return IO;
     }
   }
@@ -123,7 +126,7 @@ function requestScopedController() {
     }
 
     async io() {
-      await sleep(1);
+      await sleep(IO_MS);
       return IO;
     }
   }
@@ -184,7 +187,7 @@ async function startRawNode() {
       res.setHeader('content-type', 'text/plain; charset=utf-8');
       res.end(HELLO);
     } else if (req.url === '/io') {
-      sleep(1).then(() => {
+      sleep(IO_MS).then(() => {
         res.setHeader('content-type', 'text/plain; charset=utf-8');
         res.end(IO);
       });
@@ -225,6 +228,8 @@ async function main() {
       process.exit(0);
     }
   });
+  // The parent is gone (killed, crashed): do not outlive it.
+  process.on('disconnect', () => process.exit(0));
   process.send({ ready: true, port: server.port, pid: process.pid });
 }
 
