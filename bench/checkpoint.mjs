@@ -71,7 +71,7 @@ function callLoops(checkpoint, signal) {
       }
       return acc;
     },
-    'await checkpoint() (no signal: the request store, here empty)': async (n) => {
+    'await checkpoint() (no signal: reads the request store)': async (n) => {
       let acc = 0;
       for (let i = 0; i < n; i++) {
         await checkpoint();
