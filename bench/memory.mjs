@@ -125,6 +125,7 @@ async function serve(variant, adapter, workMs) {
         await sleep(10); // let finalizers and weak callbacks run
       }
       const memory = process.memoryUsage();
+      const cpu = process.cpuUsage();
       const connections = await new Promise((resolve) => server.getConnections((_, n) => resolve(n)));
       return {
         heapUsed: memory.heapUsed,
@@ -132,7 +133,7 @@ async function serve(variant, adapter, workMs) {
         external: memory.external,
         arrayBuffers: memory.arrayBuffers,
         rss: memory.rss,
-        cpuMs: (process.cpuUsage().user + process.cpuUsage().system) / 1000,
+        cpuMs: (cpu.user + cpu.system) / 1000,
         counts: { ...counts },
         connections,
         serverListeners: listenerCounts(server),
@@ -148,6 +149,7 @@ async function serve(variant, adapter, workMs) {
                 // Private fields, read for this check only.
                 trackedSockets: lifecycle.sockets?.size,
                 admittedOpen: lifecycle.admittedOpen,
+                // The first few requests still registered, if any: what kept them.
                 stuck: [...(lifecycle.inFlight ?? [])].slice(0, 5).map((scope) => ({
                   elapsedMs: Math.round(scope.elapsedMs),
                   reason: scope.reason?.kind,
