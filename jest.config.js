@@ -6,6 +6,7 @@ export default {
   testRegex: '.*\\.(spec|e2e-spec)\\.ts$',
   moduleNameMapper: {
     '^nestjs-cancellation$': '<rootDir>/src/index.ts',
+    '^nestjs-cancellation/testing$': '<rootDir>/src/testing/index.ts',
     '^(\\.{1,2}/.*)\\.js$': '$1',
   },
   transform: {

@@ -3,6 +3,7 @@ import type { OnApplicationShutdown, OnModuleDestroy } from '@nestjs/common';
 import { CancellationModule } from 'nestjs-cancellation';
 import { AggregateModule } from './aggregate/aggregate.module.js';
 import { CommandsModule } from './commands/commands.module.js';
+import { DemoModule } from './demo/demo.module.js';
 import { PrimesModule } from './primes/primes.module.js';
 import { ProcessingModule } from './processing/processing.module.js';
 import { ReportsModule } from './reports/reports.module.js';
@@ -28,6 +29,8 @@ import { WorkersModule } from './workers/workers.module.js';
     ReportsModule,
     WorkersModule,
     CommandsModule,
+    // The demo page (GET /demo): a long job followed over SSE, cancelled from the browser.
+    DemoModule,
   ],
 })
 export class AppModule implements OnModuleDestroy, OnApplicationShutdown {

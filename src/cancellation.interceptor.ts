@@ -1,5 +1,5 @@
 import { Inject, Injectable, Logger } from '@nestjs/common';
-import type { CallHandler, ExecutionContext, NestInterceptor } from '@nestjs/common';
+import type { CallHandler, ExecutionContext, NestInterceptor, Type } from '@nestjs/common';
 import { Reflector } from '@nestjs/core';
 import type { IncomingMessage } from 'node:http';
 import { Observable } from 'rxjs';
@@ -10,10 +10,31 @@ import { interceptMessage } from './cancellation.message.js';
 import { MAX_TIMEOUT_MS } from './cancellation.options.js';
 import { RequestScope } from './cancellation.scope.js';
 
-/** A handler's time budget, cached with the controller class it was resolved for. */
+/** What the interceptor knows of a handler, cached with the controller class it was resolved for. */
 interface Budget {
   readonly controller: unknown;
+  /** Its time budget. */
   readonly timeoutMs: number | false;
+  /** It returns a Promise, whose settling after a cancellation is watched. */
+  readonly returnsPromise: boolean;
+}
+
+/** The constructor of native async functions. */
+const AsyncFunction = Object.getPrototypeOf(async () => undefined).constructor as unknown;
+
+/**
+ * Whether a route handler returns a Promise: its declared return type (TypeScript's `design:returntype`
+ * metadata, which `emitDecoratorMetadata` writes), else whether it is an async function. A handler that returns
+ * an Observable, or that cannot be told, is unsubscribed when cancelled (which stops an Observable) instead of
+ * watched.
+ */
+function returnsPromise(controller: Type, handler: { readonly name: string }): boolean {
+  const getMetadata = (
+    Reflect as { getMetadata?: (key: string, target: object, property: string) => unknown }
+  ).getMetadata;
+  const declared = getMetadata?.('design:returntype', controller.prototype as object, handler.name);
+  if (typeof declared === 'function' && declared !== Object) return declared === Promise;
+  return handler.constructor === AsyncFunction;
 }
 
 /**
@@ -40,7 +61,8 @@ export class CancellationInterceptor implements NestInterceptor {
     if (context.getType() !== 'http') return interceptMessage(context, next, this.lifecycle);
     const { lifecycle } = this;
     const request = context.getArgByIndex<IncomingMessage>(0);
-    let timeoutMs = this.timeoutOf(context);
+    const budget = this.budgetOf(context);
+    let timeoutMs = budget.timeoutMs;
     const header = lifecycle.options.deadlineHeader;
     if (header !== false) timeoutMs = this.shortenedByCaller(request, header, timeoutMs);
     const scope = new RequestScope(
@@ -49,6 +71,7 @@ export class CancellationInterceptor implements NestInterceptor {
       next,
       lifecycle,
       timeoutMs,
+      budget.returnsPromise,
     );
     return new Observable((subscriber) => scope.start(subscriber));
   }
@@ -72,8 +95,11 @@ export class CancellationInterceptor implements NestInterceptor {
     return timeoutMs === false ? propagated : Math.min(timeoutMs, propagated);
   }
 
-  /** `@RequestTimeout()` of the handler, else of its controller, else the module's `timeoutMs`. */
-  private timeoutOf(context: ExecutionContext): number | false {
+  /**
+   * The handler's budget: `@RequestTimeout()` of the handler, else of its controller, else the module's
+   * `timeoutMs`; and whether it returns a Promise.
+   */
+  private budgetOf(context: ExecutionContext): Budget {
     const handler = context.getHandler();
     const controller = context.getClass();
     let budget = this.budgets.get(handler);
@@ -82,9 +108,13 @@ export class CancellationInterceptor implements NestInterceptor {
         REQUEST_TIMEOUT_METADATA,
         [handler, controller],
       );
-      budget = { controller, timeoutMs: declared ?? this.lifecycle.options.timeoutMs };
+      budget = {
+        controller,
+        timeoutMs: declared ?? this.lifecycle.options.timeoutMs,
+        returnsPromise: returnsPromise(controller, handler),
+      };
       this.budgets.set(handler, budget);
     }
-    return budget.timeoutMs;
+    return budget;
   }
 }

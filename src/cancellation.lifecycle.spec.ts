@@ -209,11 +209,11 @@ describe('CancellationLifecycle', () => {
     it('reports a cancelled Express request at verbose level, with method, route, kind and elapsed ms', () => {
       const lifecycle = lifecycleWith({}, 'express');
       const request = { method: 'GET', baseUrl: '/reports', route: { path: '/:id' }, url: '/reports/7' };
-      const scope = { request, elapsedMs: 201.6 } as unknown as RequestScope;
+      const scope = { request, elapsedMs: 201.6, id: 'req-7' } as unknown as RequestScope;
       lifecycle.reportCancelled(scope, new CancellationError('client-disconnected'));
       expect(logs.verbose).toHaveBeenCalledTimes(1);
       expect(logs.verbose.mock.calls[0]![0]).toBe(
-        'GET /reports/:id cancelled (client-disconnected) after 202 ms',
+        'GET /reports/:id [req-7] cancelled (client-disconnected) after 202 ms',
       );
       expect(logs.error).not.toHaveBeenCalled();
       expect(logs.log).not.toHaveBeenCalled();
@@ -222,9 +222,9 @@ describe('CancellationLifecycle', () => {
     it('reports a cancelled Fastify request with its route pattern', () => {
       const lifecycle = lifecycleWith({}, 'fastify');
       const request = { method: 'POST', url: '/jobs/3', routeOptions: { url: '/jobs/:id' }, raw: {} };
-      const scope = { request, elapsedMs: 12 } as unknown as RequestScope;
+      const scope = { request, elapsedMs: 12, id: 'job-3' } as unknown as RequestScope;
       lifecycle.reportCancelled(scope, new CancellationError('timeout'));
-      expect(logs.verbose.mock.calls[0]![0]).toBe('POST /jobs/:id cancelled (timeout) after 12 ms');
+      expect(logs.verbose.mock.calls[0]![0]).toBe('POST /jobs/:id [job-3] cancelled (timeout) after 12 ms');
     });
 
     it('reports nothing when logCancellations is false', () => {

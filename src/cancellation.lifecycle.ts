@@ -5,6 +5,7 @@ import type {
   OnApplicationShutdown,
 } from '@nestjs/common';
 import { HttpAdapterHost } from '@nestjs/core';
+import { randomUUID } from 'node:crypto';
 import { ServerResponse } from 'node:http';
 import type { Server } from 'node:http';
 import type { Socket } from 'node:net';
@@ -13,7 +14,26 @@ import { RESOLVED_OPTIONS } from './cancellation.module-definition.js';
 import type { ResolvedCancellationOptions } from './cancellation.options.js';
 import { installPlatformHooks, platformFor } from './cancellation.platform.js';
 import type { HttpPlatform } from './cancellation.platform.js';
+import type {
+  CancelledEvent,
+  CancellationListener,
+  InFlightRequest,
+  SettledEvent,
+} from './cancellation.events.js';
 import type { RequestScope } from './cancellation.scope.js';
+
+/** A request id taken from a header: printable, no separators that would break a URL path or a log line. */
+const REQUEST_ID = /^[A-Za-z0-9._~:@+=-]{1,128}$/;
+
+function addListener<L>(listeners: L[], listener: L): () => void {
+  if (typeof listener !== 'function')
+    throw new TypeError('nestjs-cancellation: a listener must be a function');
+  listeners.push(listener);
+  return () => {
+    const index = listeners.indexOf(listener);
+    if (index !== -1) listeners.splice(index, 1);
+  };
+}
 
 /** A socket of the HTTP server, with the time it connected and the response it is writing (Node's own field). */
 type TrackedSocket = Socket & { _httpMessage?: unknown };
@@ -36,6 +56,12 @@ export class CancellationLifecycle
   private readonly drainingController = new AbortController();
   private readonly shutdownController = new AbortController();
   private readonly inFlight = new Set<RequestScope>();
+  /** Cancelled requests whose handler has not settled yet: work going on for nobody. */
+  private readonly lingering = new Set<RequestScope>();
+  private readonly cancelledListeners: CancellationListener<CancelledEvent>[] = [];
+  private readonly settledListeners: CancellationListener<SettledEvent>[] = [];
+  /** Routes `stillRunningWarningMs` has reported, once each. */
+  private readonly reportedRoutes = new Set<string>();
   private readonly logger = new Logger('Cancellation');
   private httpPlatform: HttpPlatform | undefined;
   /** Open sockets of the HTTP server and when each connected: what the hard deadline ends. */
@@ -135,14 +161,136 @@ export class CancellationLifecycle
     }
   }
 
-  /** One line per cancelled request, never at error level: a cancellation is not a failure of the server. */
+  /** How many cancelled requests have a handler still running. */
+  get lingeringCount(): number {
+    return this.lingering.size;
+  }
+
+  /**
+   * The id of a request: the `requestIdHeader`'s value when it is one well-formed value, else a new UUID.
+   * Express's and Fastify's requests both expose Node's header object.
+   */
+  requestIdOf(request: unknown): string {
+    const header = this.options.requestIdHeader;
+    if (header !== false) {
+      const value = (request as { headers?: Record<string, unknown> }).headers?.[header];
+      if (typeof value === 'string' && REQUEST_ID.test(value)) return value;
+    }
+    return randomUUID();
+  }
+
+  /**
+   * One line per cancelled request, never at error level (a cancellation is not a failure of the server),
+   * and the `onCancelled()` listeners.
+   */
   reportCancelled(scope: RequestScope, reason: CancellationError): void {
-    if (!this.options.logCancellations) return;
     const { platform } = this;
-    this.logger.verbose(
-      `${platform.method(scope.request)} ${platform.route(scope.request)} cancelled (${reason.kind}) ` +
-        `after ${Math.round(scope.elapsedMs)} ms`,
-    );
+    if (this.options.logCancellations) {
+      this.logger.verbose(
+        `${platform.method(scope.request)} ${platform.route(scope.request)} [${scope.id}] cancelled ` +
+          `(${reason.kind}) after ${Math.round(scope.elapsedMs)} ms`,
+      );
+    }
+    if (this.cancelledListeners.length === 0) return;
+    const event = this.eventOf(scope, reason);
+    for (const listener of this.cancelledListeners.slice()) this.notify(listener, event);
+  }
+
+  /** The handler of a cancelled request settled, `settledAfterMs` after the abort. */
+  reportSettled(scope: RequestScope, reason: CancellationError, settledAfterMs: number): void {
+    if (this.settledListeners.length === 0) return;
+    const event: SettledEvent = { ...this.eventOf(scope, reason), settledAfterMs };
+    for (const listener of this.settledListeners.slice()) this.notify(listener, event);
+  }
+
+  private eventOf(scope: RequestScope, reason: CancellationError): CancelledEvent {
+    const { platform } = this;
+    return {
+      id: scope.id,
+      kind: reason.kind,
+      reason,
+      method: platform.method(scope.request),
+      route: platform.route(scope.request),
+      elapsedMs: scope.abortedAt - scope.startedAt,
+    };
+  }
+
+  /** A listener that throws must not break the request that triggered it, nor the other listeners. */
+  private notify<E>(listener: CancellationListener<E>, event: E): void {
+    try {
+      listener(event);
+    } catch (err) {
+      this.logger.error('A cancellation listener threw', err instanceof Error ? err.stack : String(err));
+    }
+  }
+
+  /** Adds a listener; returns the function that removes it. */
+  onCancelled(listener: CancellationListener<CancelledEvent>): () => void {
+    return addListener(this.cancelledListeners, listener);
+  }
+
+  /** Adds a listener; returns the function that removes it. */
+  onSettled(listener: CancellationListener<SettledEvent>): () => void {
+    return addListener(this.settledListeners, listener);
+  }
+
+  /**
+   * A cancelled request's handler is still running (its Promise is pending). With `stillRunningWarningMs`,
+   * a handler still running that long after the abort is reported, once per route.
+   */
+  linger(scope: RequestScope): void {
+    this.lingering.add(scope);
+    const warnAfter = this.options.stillRunningWarningMs;
+    if (warnAfter === false) return;
+    const route = `${this.platform.method(scope.request)} ${this.platform.route(scope.request)}`;
+    if (this.reportedRoutes.has(route)) return;
+    setTimeout(() => {
+      if (!this.lingering.has(scope) || this.reportedRoutes.has(route)) return;
+      this.reportedRoutes.add(route);
+      this.logger.warn(
+        `${route} [${scope.id}] is still running ${warnAfter} ms after its signal aborted ` +
+          `(${scope.reason?.kind}): the handler does not stop when its request is cancelled. Pass its ` +
+          `AbortSignal (CancellationService.signal, @RequestSignal()) to what it awaits, or call ` +
+          `checkpoint() in its loops. Reported once per route.`,
+      );
+    }, warnAfter).unref();
+  }
+
+  /** The handler of a cancelled request settled. */
+  unlinger(scope: RequestScope): void {
+    this.lingering.delete(scope);
+  }
+
+  /** The requests in flight, oldest first, and the cancelled ones whose handler still runs. */
+  list(): InFlightRequest[] {
+    const origin = performance.timeOrigin;
+    const now = performance.now();
+    const { platform } = this;
+    const describe = (scope: RequestScope): InFlightRequest => {
+      const remainingMs = scope.remainingMs;
+      return {
+        id: scope.id,
+        method: platform.method(scope.request),
+        route: platform.route(scope.request),
+        startedAt: Math.round(origin + scope.startedAt),
+        elapsedMs: Math.round(now - scope.startedAt),
+        ...(remainingMs === undefined ? {} : { remainingMs: Math.round(remainingMs) }),
+        ...(scope.reason === undefined ? {} : { cancelled: scope.reason.kind }),
+      };
+    };
+    const requests = [...this.inFlight].map(describe);
+    for (const scope of this.lingering) requests.push(describe(scope));
+    return requests.sort((a, b) => a.startedAt - b.startedAt);
+  }
+
+  /**
+   * Cancels the requests in flight with this id (`kind: 'manual'`): their clients get a 503. Ids from a
+   * header may repeat; all of them are cancelled. Returns how many were.
+   */
+  cancelById(id: string, message: string): number {
+    const matches = [...this.inFlight].filter((scope) => scope.reason === undefined && scope.id === id);
+    for (const scope of matches) scope.cancel(new CancellationError('manual', message));
+    return matches.length;
   }
 
   /** Starts counting the HTTP server's sockets, for the hard deadline (one listener per connection). */

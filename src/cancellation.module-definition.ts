@@ -1,5 +1,5 @@
 import { ConfigurableModuleBuilder } from '@nestjs/common';
-import type { CancellationModuleOptions } from './cancellation.options.js';
+import type { CancellationModuleExtras, CancellationModuleOptions } from './cancellation.options.js';
 
 /**
  * The options exactly as `forRoot()` / `forRootAsync()` received them.
@@ -21,4 +21,8 @@ export const { ConfigurableModuleClass, OPTIONS_TYPE, ASYNC_OPTIONS_TYPE } =
   })
     .setClassMethodName('forRoot')
     .setFactoryMethodName('createCancellationOptions')
+    // The admin controller's options shape the module itself (which controllers exist), so they are read
+    // from forRoot()'s / forRootAsync()'s argument, never from an async factory; CancellationModule adds the
+    // controller.
+    .setExtras<CancellationModuleExtras>({ admin: undefined }, (definition) => definition)
     .build();

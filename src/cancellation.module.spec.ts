@@ -57,13 +57,22 @@ describe('CancellationModule.forRoot()', () => {
       shutdownTimeoutMs: 10_000,
       deadlineHeader: false,
       logCancellations: true,
+      requestIdHeader: 'x-request-id',
+      stillRunningWarningMs: false,
+      metrics: false,
     });
   });
 
   it('resolves the options it is given', async () => {
     moduleRef = await Test.createTestingModule({
       imports: [
-        CancellationModule.forRoot({ timeoutMs: 2_000, retryAfterSeconds: 5, logCancellations: false }),
+        CancellationModule.forRoot({
+          timeoutMs: 2_000,
+          retryAfterSeconds: 5,
+          logCancellations: false,
+          requestIdHeader: 'X-Correlation-Id',
+          stillRunningWarningMs: 1_000,
+        }),
       ],
     }).compile();
     expect(resolvedOptions(moduleRef)).toEqual({
@@ -74,6 +83,9 @@ describe('CancellationModule.forRoot()', () => {
       shutdownTimeoutMs: 10_000,
       deadlineHeader: false,
       logCancellations: false,
+      requestIdHeader: 'x-correlation-id',
+      stillRunningWarningMs: 1_000,
+      metrics: false,
     });
   });
 
@@ -82,6 +94,10 @@ describe('CancellationModule.forRoot()', () => {
     ['timeoutStatus', 200],
     ['retryAfterSeconds', 1.5],
     ['logCancellations', 'yes'],
+    ['requestIdHeader', 'x request id'],
+    ['requestIdHeader', true],
+    ['stillRunningWarningMs', 0],
+    ['metrics', 1],
   ])('fails to compile with a bad %s, naming the option', async (option, value) => {
     const options = { [option]: value } as CancellationModuleOptions;
     const error = await compileError([CancellationModule.forRoot(options)]);

@@ -1,15 +1,19 @@
 import { Global, Module } from '@nestjs/common';
 import type { DynamicModule } from '@nestjs/common';
 import { APP_INTERCEPTOR } from '@nestjs/core';
+import { withAdmin } from './cancellation.admin.js';
 import { CancellationInterceptor } from './cancellation.interceptor.js';
 import { CancellationLifecycle } from './cancellation.lifecycle.js';
+import { CancellationMetrics } from './cancellation.metrics.js';
 import {
+  ASYNC_OPTIONS_TYPE,
   CANCELLATION_MODULE_OPTIONS,
   ConfigurableModuleClass,
+  OPTIONS_TYPE,
   RESOLVED_OPTIONS,
 } from './cancellation.module-definition.js';
 import { resolveOptions } from './cancellation.options.js';
-import type { CancellationModuleOptions } from './cancellation.options.js';
+import type { CancellationModuleExtras, CancellationModuleOptions } from './cancellation.options.js';
 import { CancellationService } from './cancellation.service.js';
 
 /**
@@ -36,6 +40,7 @@ import { CancellationService } from './cancellation.service.js';
       inject: [CANCELLATION_MODULE_OPTIONS],
     },
     CancellationLifecycle,
+    CancellationMetrics,
     CancellationService,
     { provide: APP_INTERCEPTOR, useClass: CancellationInterceptor },
   ],
@@ -44,9 +49,18 @@ import { CancellationService } from './cancellation.service.js';
 export class CancellationModule extends ConfigurableModuleClass {
   /**
    * Registers the module with static options (all optional).
-   * @param options see {@link CancellationModuleOptions}
+   * @param options see {@link CancellationModuleOptions}; `admin` ({@link CancellationModuleExtras}) mounts
+   * the admin controller
    */
-  static forRoot(options: CancellationModuleOptions = {}): DynamicModule {
-    return super.forRoot(options);
+  static forRoot(options: CancellationModuleOptions & CancellationModuleExtras = {}): DynamicModule {
+    return withAdmin(super.forRoot(options as typeof OPTIONS_TYPE), options.admin);
+  }
+
+  /**
+   * Registers the module with options from a factory (`useFactory` + `inject`, `useClass`, `useExisting`).
+   * `admin`, which decides whether the admin controller exists, is given here, beside the factory.
+   */
+  static forRootAsync(options: typeof ASYNC_OPTIONS_TYPE): DynamicModule {
+    return withAdmin(super.forRootAsync(options), options.admin);
   }
 }

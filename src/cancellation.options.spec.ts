@@ -30,6 +30,9 @@ describe('resolveOptions', () => {
         shutdownTimeoutMs: 10_000,
         deadlineHeader: false,
         logCancellations: true,
+        requestIdHeader: 'x-request-id',
+        stillRunningWarningMs: false,
+        metrics: false,
       });
       expect(resolveUntyped(null)).toEqual(DEFAULT_OPTIONS);
       expect(resolveOptions({})).toEqual(DEFAULT_OPTIONS);
@@ -206,7 +209,52 @@ describe('resolveOptions', () => {
     });
   });
 
+  describe('requestIdHeader', () => {
+    it('accepts a header name, lower-cased, or false', () => {
+      expect(resolveOptions({ requestIdHeader: 'X-Correlation-ID' }).requestIdHeader).toBe(
+        'x-correlation-id',
+      );
+      expect(resolveOptions({ requestIdHeader: false }).requestIdHeader).toBe(false);
+    });
+
+    it.each([
+      ['', '""'],
+      ['x id', '"x id"'],
+      [true, 'true'],
+    ])('rejects %p, naming the option and the value', (value, shown) => {
+      const message = failureOf({ requestIdHeader: value });
+      expect(message).toContain('"requestIdHeader"');
+      expect(message).toContain(`: ${shown} `);
+    });
+  });
+
+  describe('stillRunningWarningMs and metrics', () => {
+    it('accepts a whole number of milliseconds or false, and a boolean', () => {
+      expect(resolveOptions({ stillRunningWarningMs: 500 }).stillRunningWarningMs).toBe(500);
+      expect(resolveOptions({ stillRunningWarningMs: false }).stillRunningWarningMs).toBe(false);
+      expect(resolveOptions({ metrics: true }).metrics).toBe(true);
+    });
+
+    it.each([
+      [{ stillRunningWarningMs: 0 }, 'stillRunningWarningMs', '0'],
+      [{ stillRunningWarningMs: 1.5 }, 'stillRunningWarningMs', '1.5'],
+      [{ stillRunningWarningMs: true }, 'stillRunningWarningMs', 'true'],
+      [{ metrics: 'true' }, 'metrics', '"true"'],
+      [{ metrics: 1 }, 'metrics', '1'],
+    ])('rejects %p, naming the option and the value', (options, option, shown) => {
+      const message = failureOf(options);
+      expect(message).toContain(`"${option}"`);
+      expect(message).toContain(`: ${shown} `);
+    });
+  });
+
   describe('unknown options', () => {
+    it('says where admin belongs when a factory returns it', () => {
+      expect(failureOf({ admin: { guard: class {} } })).toMatch(
+        /"admin" is given to forRoot\(\) \/ forRootAsync\(\) itself/,
+      );
+    });
+
     it('rejects a misspelt option, naming it and listing the known ones', () => {
       const message = failureOf({ timeOutMs: 100 });
       expect(message).toContain('"timeOutMs"');

@@ -1,4 +1,5 @@
 import { HttpStatus } from '@nestjs/common';
+import type { CanActivate, ModuleMetadata, Type } from '@nestjs/common';
 
 /**
  * Options of `CancellationModule.forRoot()` / `forRootAsync()`. Every field is optional; a value that does
@@ -60,6 +61,67 @@ export interface CancellationModuleOptions {
    * @default true
    */
   logCancellations?: boolean;
+
+  /**
+   * Name of a request header whose value becomes the request's id (in `CancellationService.inFlight()`, in
+   * `cancel(id)` and in log lines), e.g. the id a gateway or a tracing proxy assigned. A value that is not
+   * 1 to 128 characters of `A-Z a-z 0-9 . _ ~ : @ + = -` (or a repeated header) is ignored and the request
+   * gets a generated UUID, as does a request without the header. `false`: always generate. Ids taken from a
+   * header are the client's word: two requests may carry the same one.
+   * @default 'x-request-id'
+   */
+  requestIdHeader?: string | false;
+
+  /**
+   * Development aid: a handler still running this many milliseconds after its request's signal aborted (it
+   * ignores its signal, so the work goes on for nobody) is reported once per route with a `warn` line naming
+   * the route. Only handlers that return a Promise (async methods) are watched: an Observable stops when it
+   * is unsubscribed. Costs one timer per cancelled request, nothing otherwise. `false` turns it off.
+   * @default false
+   */
+  stillRunningWarningMs?: number | false;
+
+  /**
+   * Record OpenTelemetry metrics through `@opentelemetry/api` (an optional peer dependency, which must then be
+   * installed): cancellations by kind and route, the time from abort to the handler settling, requests in
+   * flight and handlers still running after their abort. With no OpenTelemetry SDK registered the API records
+   * nothing and costs next to nothing.
+   * @default false
+   */
+  metrics?: boolean;
+}
+
+/**
+ * What the optional admin controller needs: a guard (required) and where to mount it.
+ */
+export interface CancellationAdminOptions {
+  /**
+   * The guard that decides who may list and cancel requests: a guard class (instantiated by Nest in
+   * `CancellationModule`'s context, so its dependencies must come from global modules or `imports`) or an
+   * instance. Required: the controller refuses to start without one.
+   */
+  guard: Type<CanActivate> | CanActivate;
+  /**
+   * The controller's path (after the application's global prefix).
+   * @default 'cancellation'
+   */
+  path?: string;
+  /** Modules the guard's dependencies come from, added to `CancellationModule`'s imports. */
+  imports?: ModuleMetadata['imports'];
+}
+
+/**
+ * Options of the module definition itself (the "extras" of `forRoot()` / `forRootAsync()`): they shape which
+ * controllers exist, so they are static even with `forRootAsync()`.
+ */
+export interface CancellationModuleExtras {
+  /**
+   * Mounts an admin controller, off by default: `GET /<path>/requests` lists the requests in flight and
+   * `POST /<path>/requests/:id/cancel` (JSON body `{ "message"?: string }`) cancels one with `kind: 'manual'`
+   * (503 to its client). It needs a `guard`; without one the application does not start.
+   * @default undefined (no controller)
+   */
+  admin?: CancellationAdminOptions;
 }
 
 /**
@@ -80,6 +142,9 @@ export const DEFAULT_OPTIONS: ResolvedCancellationOptions = {
   shutdownTimeoutMs: DEFAULT_SHUTDOWN_TIMEOUT_MARGIN_MS,
   deadlineHeader: false,
   logCancellations: true,
+  requestIdHeader: 'x-request-id',
+  stillRunningWarningMs: false,
+  metrics: false,
 };
 
 /** An HTTP header name (RFC 9110 token). */
@@ -91,7 +156,8 @@ const HEADER_NAME = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
  */
 export const MAX_TIMEOUT_MS = 2 ** 31 - 1;
 
-function fail(option: string, value: unknown, expected: string): never {
+/** @internal */
+export function fail(option: string, value: unknown, expected: string): never {
   throw new TypeError(
     `nestjs-cancellation: invalid option "${option}": ${describe(value)} (expected ${expected})`,
   );
@@ -133,6 +199,12 @@ export function resolveOptions(options: CancellationModuleOptions | undefined): 
   if (options === undefined || options === null) return { ...DEFAULT_OPTIONS };
   if (typeof options !== 'object') fail('options', options, 'an object');
   for (const key of Object.keys(options)) {
+    if (key === 'admin') {
+      throw new TypeError(
+        'nestjs-cancellation: option "admin" is given to forRoot() / forRootAsync() itself, beside ' +
+          'useFactory, not returned by the factory: it decides which controllers the module has',
+      );
+    }
     if (!Object.hasOwn(DEFAULT_OPTIONS, key)) {
       throw new TypeError(
         `nestjs-cancellation: unknown option "${key}" (known options: ${Object.keys(DEFAULT_OPTIONS).join(', ')})`,
@@ -190,6 +262,20 @@ export function resolveOptions(options: CancellationModuleOptions | undefined): 
       fail('logCancellations', options.logCancellations, 'true or false');
     }
     resolved.logCancellations = options.logCancellations;
+  }
+  if (options.requestIdHeader !== undefined) {
+    const header = options.requestIdHeader;
+    if (header !== false && (typeof header !== 'string' || !HEADER_NAME.test(header))) {
+      fail('requestIdHeader', header, 'false or an HTTP header name such as "x-request-id"');
+    }
+    resolved.requestIdHeader = header === false ? false : header.toLowerCase();
+  }
+  if (options.stillRunningWarningMs !== undefined) {
+    resolved.stillRunningWarningMs = validateTimeout('stillRunningWarningMs', options.stillRunningWarningMs);
+  }
+  if (options.metrics !== undefined) {
+    if (typeof options.metrics !== 'boolean') fail('metrics', options.metrics, 'true or false');
+    resolved.metrics = options.metrics;
   }
   return resolved;
 }

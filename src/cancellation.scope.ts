@@ -37,6 +37,8 @@ export class RequestScope implements Observer<unknown>, Unsubscribable {
   reason: CancellationError | undefined = undefined;
   /** `performance.now()` when the interceptor took the request. */
   readonly startedAt = performance.now();
+  /** `performance.now()` when it was cancelled. */
+  abortedAt = 0;
 
   private controller: AbortController | undefined = undefined;
   private subscriber: Subscriber<unknown> | undefined = undefined;
@@ -53,6 +55,16 @@ export class RequestScope implements Observer<unknown>, Unsubscribable {
    * ends the response and destroys the source) until the response closes.
    */
   private sending = false;
+  /** The handler's stream emitted a value (a Promise handler's result, an Observable's first value). */
+  private emitted = false;
+  /**
+   * The request was answered (cancelled) while its handler's Promise is still pending: the subscription to it
+   * is kept, only to learn when the handler settles, and whatever it emits is dropped.
+   */
+  private watching = false;
+  /** The settling of the cancelled handler was reported. */
+  private settleReported = false;
+  private requestId: string | undefined = undefined;
 
   constructor(
     /** The platform's request object (Express `Request`, Fastify `FastifyRequest`). */
@@ -63,7 +75,17 @@ export class RequestScope implements Observer<unknown>, Unsubscribable {
     private readonly lifecycle: CancellationLifecycle,
     /** The request's time budget in milliseconds (0: already spent), or `false` for none. */
     readonly timeoutMs: number | false,
+    /**
+     * The handler returns a Promise (an async method): after a cancellation its subscription is kept until
+     * the Promise settles, to measure how long the work went on. An Observable is unsubscribed at once.
+     */
+    private readonly watchesSettlement: boolean,
   ) {}
+
+  /** The request's id: from the `requestIdHeader` when valid, else generated (on first read). */
+  get id(): string {
+    return (this.requestId ??= this.lifecycle.requestIdOf(this.request));
+  }
 
   /** The request's AbortSignal; aborted with a `CancellationError` when the request is cancelled. */
   get signal(): AbortSignal {
@@ -134,22 +156,37 @@ export class RequestScope implements Observer<unknown>, Unsubscribable {
    */
   cancel(reason: CancellationError): void {
     if (this.reason !== undefined || this.released) return;
-    this.reason = reason;
-    this.controller?.abort(reason);
-    this.lifecycle.reportCancelled(this, reason);
+    this.abort(reason);
     if (this.sending) {
       // The headers are out: no status can tell the client. Cutting the connection shows it the body is
       // incomplete (ending the response would pass a truncated download off as a whole one), and the source
       // is destroyed so that no file handle or cursor stays open. The response's 'close' releases the scope.
       this.source?.destroy();
       this.response.destroy();
+      this.settle();
       return;
     }
     this.subscriber?.error(this.outcome(reason));
   }
 
+  /** Records the reason, aborts the signal (if anybody asked for it) and reports the cancellation. */
+  private abort(reason: CancellationError): void {
+    this.reason = reason;
+    this.abortedAt = performance.now();
+    this.controller?.abort(reason);
+    this.lifecycle.reportCancelled(this, reason);
+  }
+
   /** The handler's stream emitted: pass it on, noting a stream the platform will send as the body. */
   next(value: unknown): void {
+    if (this.watching) {
+      // The handler resolved after its request was answered. A stream it returned would never be sent:
+      // destroy it, so that its file handle or cursor does not stay open.
+      if (typeof value === 'object' && value !== null) streamSource(value)?.destroy();
+      this.settleWatched();
+      return;
+    }
+    this.emitted = true;
     if (typeof value === 'object' && value !== null) this.source = streamSource(value);
     this.subscriber?.next(value);
   }
@@ -160,6 +197,10 @@ export class RequestScope implements Observer<unknown>, Unsubscribable {
    * as a 500.
    */
   error(err: unknown): void {
+    if (this.watching) {
+      this.settleWatched();
+      return;
+    }
     this.handlerSettled = true;
     let reason = findCancellationError(err);
     if (reason?.kind === 'client-disconnected' && !isGone(this.response)) {
@@ -186,6 +227,10 @@ export class RequestScope implements Observer<unknown>, Unsubscribable {
 
   /** The handler's stream completed. */
   complete(): void {
+    if (this.watching) {
+      this.settleWatched();
+      return;
+    }
     this.handlerSettled = true;
     if (this.source !== undefined && !this.response.destroyed) {
       // The body is sent after this stream completes: keep watching the response until it closes. The time
@@ -213,19 +258,53 @@ export class RequestScope implements Observer<unknown>, Unsubscribable {
   unsubscribe(): void {
     if (this.released) return;
     if (!this.handlerSettled && this.reason === undefined) {
-      this.reason = isGone(this.response)
-        ? new CancellationError('client-disconnected')
-        : new CancellationError('manual', 'The response stream was unsubscribed before the handler finished');
-      this.controller?.abort(this.reason);
-      this.lifecycle.reportCancelled(this, this.reason);
+      this.abort(
+        isGone(this.response)
+          ? new CancellationError('client-disconnected')
+          : new CancellationError(
+              'manual',
+              'The response stream was unsubscribed before the handler finished',
+            ),
+      );
     }
     // A scope kept for a streamed body is released when the response closes.
     const keep = this.sending;
     if (!keep) this.released = true;
-    this.inner?.unsubscribe();
-    this.inner = undefined;
     this.subscriber = undefined;
+    if (
+      this.reason !== undefined &&
+      !this.handlerSettled &&
+      !this.emitted &&
+      this.watchesSettlement &&
+      this.inner !== undefined
+    ) {
+      // The handler's Promise is still pending: unsubscribing would not stop it (only its signal can), and
+      // would hide when it ends. Keep listening, to report when it settles.
+      this.watching = true;
+      this.lifecycle.linger(this);
+    } else {
+      this.inner?.unsubscribe();
+      this.inner = undefined;
+      if (!keep) this.settle();
+    }
     if (!keep) this.detach();
+  }
+
+  /** The cancelled handler's Promise settled (or resolved to something that must not run): stop watching. */
+  private settleWatched(): void {
+    this.watching = false;
+    const inner = this.inner;
+    this.inner = undefined;
+    inner?.unsubscribe();
+    this.lifecycle.unlinger(this);
+    this.settle();
+  }
+
+  /** Reports, once, that the handler of a cancelled request has settled. */
+  private settle(): void {
+    if (this.reason === undefined || this.settleReported) return;
+    this.settleReported = true;
+    this.lifecycle.reportSettled(this, this.reason, performance.now() - this.abortedAt);
   }
 
   /** The response closed, finished or not: a scope kept for a streamed body is done. */

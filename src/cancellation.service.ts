@@ -3,7 +3,17 @@ import { requestStorage } from './cancellation.constants.js';
 import { setAxiosHeader } from './cancellation.deadline.js';
 import type { AxiosLikeInstance } from './cancellation.deadline.js';
 import type { CancellationError } from './cancellation.error.js';
+import type {
+  CancelledEvent,
+  CancellationListener,
+  InFlightRequest,
+  SettledEvent,
+} from './cancellation.events.js';
 import { CancellationLifecycle } from './cancellation.lifecycle.js';
+import { RequestScope } from './cancellation.scope.js';
+
+/** The longest message `cancel()` accepts: it ends up in a response body and a log line. */
+const MAX_CANCEL_MESSAGE_LENGTH = 500;
 
 /**
  * The cancellation state of whatever is running now, for ordinary singleton services: no request-scoped
@@ -126,6 +136,75 @@ export class CancellationService {
   throwIfCancelled(): void {
     const reason = this.currentReason();
     if (reason !== undefined) throw reason;
+  }
+
+  /**
+   * The current HTTP request's id (from `requestIdHeader` when the request carried a valid one, else
+   * generated), as `inFlight()` lists it and log lines show it; `undefined` outside an HTTP request.
+   */
+  get requestId(): string | undefined {
+    const scope = requestStorage.getStore();
+    return scope instanceof RequestScope ? scope.id : undefined;
+  }
+
+  /**
+   * The HTTP requests in flight, oldest first: id, method, route, start, elapsed time and the remaining time
+   * budget when there is one. A request that was cancelled but whose handler is still running (it ignores its
+   * signal) stays listed, with `cancelled` saying why, until the handler settles: what `pg_stat_activity` is to
+   * a database. Only requests that reached the interceptor are known (not those still in a guard).
+   */
+  inFlight(): InFlightRequest[] {
+    return this.lifecycle.list();
+  }
+
+  /**
+   * Cancels the request in flight with this id: its signal aborts with a `CancellationError` of kind
+   * `'manual'` and its client is answered 503 with `message`. Returns how many requests were cancelled: 0
+   * when none has this id (it ended, or never existed), more than 1 only when clients sent the same id in
+   * `requestIdHeader`.
+   *
+   * @param id an id from `inFlight()` (or a log line)
+   * @param message why, for the client's 503 body and the log (at most 500 characters)
+   *
+   * @example
+   * ```ts
+   * const stuck = this.cancellation.inFlight().filter((request) => request.elapsedMs > 60_000);
+   * for (const request of stuck) this.cancellation.cancel(request.id, 'Cancelled by an operator');
+   * ```
+   */
+  cancel(id: string, message = 'The request was cancelled by an operator'): number {
+    if (typeof id !== 'string') throw new TypeError('nestjs-cancellation: cancel(id) takes a string id');
+    if (typeof message !== 'string' || message.length > MAX_CANCEL_MESSAGE_LENGTH) {
+      throw new TypeError(
+        `nestjs-cancellation: cancel(id, message): the message must be a string of at most ${MAX_CANCEL_MESSAGE_LENGTH} characters`,
+      );
+    }
+    return this.lifecycle.cancelById(id, message);
+  }
+
+  /**
+   * Calls `listener` each time an HTTP request is cancelled (its signal aborts), with its id, kind, method,
+   * route and elapsed time. For metrics and audit logs; a listener that throws is logged and does not disturb
+   * the request. Returns the function that removes the listener.
+   *
+   * @example
+   * ```ts
+   * onModuleInit() {
+   *   this.cancellation.onCancelled((event) => this.audit.record(event.id, event.kind));
+   * }
+   * ```
+   */
+  onCancelled(listener: CancellationListener<CancelledEvent>): () => void {
+    return this.lifecycle.onCancelled(listener);
+  }
+
+  /**
+   * Calls `listener` when the handler of a cancelled request has settled (exactly once per cancellation),
+   * with `settledAfterMs`: how long the work went on after the abort. A large value names a handler that
+   * does not honour its signal. Returns the function that removes the listener.
+   */
+  onSettled(listener: CancellationListener<SettledEvent>): () => void {
+    return this.lifecycle.onSettled(listener);
   }
 
   private currentReason(): CancellationError | undefined {

@@ -236,7 +236,7 @@ describe.each(ADAPTERS)('client disconnect (%s)', (adapter) => {
     });
     expect(lines).toHaveLength(1);
     expect(lines[0].level).toBe('verbose');
-    const match = /^GET \/disconnect\/long cancelled \(client-disconnected\) after (\d+) ms$/.exec(
+    const match = /^GET \/disconnect\/long \[[\w-]+\] cancelled \(client-disconnected\) after (\d+) ms$/.exec(
       lines[0].message,
     );
     expect(match).not.toBeNull();
@@ -298,7 +298,7 @@ describe.each(ADAPTERS)('client disconnect (%s)', (adapter) => {
     expect(record.finished).toBe(false);
     const lines = t.logs.lines.slice(before).filter((line) => line.context === 'Cancellation');
     expect(lines.map((line) => line.message)).toEqual([
-      expect.stringMatching(/^GET \/disconnect\/guarded cancelled \(client-disconnected\) after \d+ ms$/),
+      expect.stringMatching(/^GET \/disconnect\/guarded \[[\w-]+\] cancelled \(client-disconnected\) after \d+ ms$/),
     ]);
   });
 

@@ -332,7 +332,7 @@ describe.each(ADAPTERS)('outcomes (%s)', (adapter: AdapterName) => {
         await waitFor(() =>
           t.logs
             .inContext('Cancellation')
-            .some((line) => line.message.startsWith(`GET /rethrow/${route} cancelled`)),
+            .some((line) => line.message.startsWith(`GET /rethrow/${route} [`) && line.message.includes('] cancelled')),
         );
       },
     );
@@ -394,7 +394,7 @@ describe.each(ADAPTERS)('outcomes (%s)', (adapter: AdapterName) => {
       expect(kindOf(record.abortReason)).not.toBe('client-disconnected');
       const lines = t.logs.inContext('Cancellation').map((line) => line.message);
       expect(
-        lines.filter((line) => line.startsWith('GET /shared/follower cancelled (client-disconnected)')),
+        lines.filter((line) => /^GET \/shared\/follower \[[\w-]+\] cancelled \(client-disconnected\)/.test(line)),
       ).toEqual([]);
     });
 
@@ -529,7 +529,7 @@ describe.each(ADAPTERS)('outcomes (%s)', (adapter: AdapterName) => {
       await expectTimedOut('/timeouts/short', 200);
       const line = t.logs.inContext('Cancellation').at(-1);
       expect(line?.level).toBe('verbose');
-      expect(line?.message).toMatch(/^GET \/timeouts\/short cancelled \(timeout\) after \d+ ms$/);
+      expect(line?.message).toMatch(/^GET \/timeouts\/short \[[\w-]+\] cancelled \(timeout\) after \d+ ms$/);
     });
   });
 });

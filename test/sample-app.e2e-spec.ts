@@ -190,7 +190,7 @@ describe('sample app (child process, Express)', () => {
     expect(shutdownBegan).toBeGreaterThan(-1);
     const stopped = doomed.indexOf(new RegExp(`Long task #${task} stopped \\(shutdown\\) after \\d+ steps?`));
     expect(stopped).toBeGreaterThan(shutdownBegan);
-    expect(doomed.matching(/GET \/long-task cancelled \(shutdown\) after \d+ ms/)).toHaveLength(1);
+    expect(doomed.matching(/GET \/long-task \[[\w-]+\] cancelled \(shutdown\) after \d+ ms/)).toHaveLength(1);
     expect(doomed.matching(WORKING, shutdownBegan)).toEqual([]);
     expect(doomed.matching(WORKING).filter((l) => l.at >= sigtermAt)).toEqual([]);
     // The application closed (onApplicationShutdown ran) before the process ended.
@@ -217,7 +217,7 @@ describe('sample app (child process, Express)', () => {
     const steps = new RegExp(`Working on long task \\d+ \\(task #${task}\\)`);
     expect(app.matching(steps, hangUp)).toEqual([]);
     expect(
-      app.matching(/GET \/long-task cancelled \(client-disconnected\) after \d+ ms/, hangUp),
+      app.matching(/GET \/long-task \[[\w-]+\] cancelled \(client-disconnected\) after \d+ ms/, hangUp),
     ).toHaveLength(1);
     expect(app.matching(/\bERROR\b/)).toEqual([]);
   });
