@@ -1,7 +1,8 @@
-import { Global, Module } from '@nestjs/common';
-import type { DynamicModule } from '@nestjs/common';
-import { APP_INTERCEPTOR } from '@nestjs/core';
+import { Global, Inject, Module } from '@nestjs/common';
+import type { DynamicModule, MiddlewareConsumer, NestModule } from '@nestjs/common';
+import { APP_FILTER, APP_INTERCEPTOR, HttpAdapterHost } from '@nestjs/core';
 import { withAdmin } from './cancellation.admin.js';
+import { CancellationExceptionFilter, CancellationMiddleware, earlyScopeHook } from './cancellation.early.js';
 import { CancellationInterceptor } from './cancellation.interceptor.js';
 import { CancellationLifecycle } from './cancellation.lifecycle.js';
 import { CancellationMetrics } from './cancellation.metrics.js';
@@ -43,10 +44,39 @@ import { CancellationService } from './cancellation.service.js';
     CancellationMetrics,
     CancellationService,
     { provide: APP_INTERCEPTOR, useClass: CancellationInterceptor },
+    { provide: APP_FILTER, useClass: CancellationExceptionFilter },
   ],
-  exports: [CancellationService],
+  // CancellationLifecycle too, for `@UseInterceptors(CancellationInterceptor)` in any module: the gateways of
+  // Nest 11, which runs no global interceptor on them, need it.
+  exports: [CancellationService, CancellationLifecycle],
 })
-export class CancellationModule extends ConfigurableModuleClass {
+export class CancellationModule extends ConfigurableModuleClass implements NestModule {
+  constructor(
+    @Inject(HttpAdapterHost) private readonly adapterHost: HttpAdapterHost,
+    @Inject(CancellationLifecycle) private readonly lifecycle: CancellationLifecycle,
+  ) {
+    super();
+  }
+
+  /**
+   * Opens each HTTP request's early scope before its guards run, so that a guard awaiting slow work (an auth
+   * call) can pass `CancellationService.signal` on: a middleware on Express, an `onRequest` hook on Fastify.
+   */
+  configure(consumer: MiddlewareConsumer): void {
+    const adapter = this.adapterHost.httpAdapter;
+    switch (adapter?.getType()) {
+      case 'express':
+        consumer.apply(CancellationMiddleware).forRoutes('*');
+        break;
+      case 'fastify':
+        (adapter.getInstance() as { addHook(name: 'onRequest', hook: unknown): unknown }).addHook(
+          'onRequest',
+          earlyScopeHook(this.lifecycle),
+        );
+        break;
+    }
+  }
+
   /**
    * Registers the module with static options (all optional).
    * @param options see {@link CancellationModuleOptions}; `admin` ({@link CancellationModuleExtras}) mounts

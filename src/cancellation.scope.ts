@@ -6,6 +6,7 @@ import type { Observer, Subscriber, Subscription, Unsubscribable } from 'rxjs';
 import { requestStorage } from './cancellation.constants.js';
 import { CancellationError, findCancellationError } from './cancellation.error.js';
 import type { CancellationLifecycle } from './cancellation.lifecycle.js';
+import type { ResolvedCancellationOptions } from './cancellation.options.js';
 
 /**
  * The status nginx made the convention for a request whose client closed the connection. Nothing can be
@@ -166,7 +167,7 @@ export class RequestScope implements Observer<unknown>, Unsubscribable {
       this.settle();
       return;
     }
-    this.subscriber?.error(this.outcome(reason));
+    this.subscriber?.error(outcomeOf(reason, this.response, this.lifecycle.options));
   }
 
   /** Records the reason, aborts the signal (if anybody asked for it) and reports the cancellation. */
@@ -323,43 +324,51 @@ export class RequestScope implements Observer<unknown>, Unsubscribable {
     if (this.timer !== undefined) clearTimeout(this.timer);
     this.lifecycle.untrack(this);
   }
+}
 
-  /** What Nest's exception filters answer for a cancellation. */
-  private outcome(reason: CancellationError): HttpException {
-    const options = this.lifecycle.options;
-    switch (reason.kind) {
-      case 'shutdown': {
-        const response = this.response;
-        if (!response.headersSent) {
-          response.setHeader('Retry-After', String(options.retryAfterSeconds));
-          response.setHeader('Connection', 'close');
-        }
-        return new ServiceUnavailableException(reason.message, { cause: reason });
+/**
+ * What Nest's exception filters answer for a cancellation: shutdown 503 with `Retry-After` and
+ * `Connection: close`, timeout `timeoutStatus`, client gone 499 (sent to nobody), manual 503.
+ * @internal
+ */
+export function outcomeOf(
+  reason: CancellationError,
+  response: ServerResponse,
+  options: ResolvedCancellationOptions,
+): HttpException {
+  switch (reason.kind) {
+    case 'shutdown':
+      if (!response.headersSent) {
+        response.setHeader('Retry-After', String(options.retryAfterSeconds));
+        response.setHeader('Connection', 'close');
       }
-      case 'timeout':
-        return new HttpException(
-          {
-            statusCode: options.timeoutStatus,
-            message: reason.message,
-            error: STATUS_CODES[options.timeoutStatus] ?? 'Timeout',
-          },
-          options.timeoutStatus,
-          { cause: reason },
-        );
-      case 'client-disconnected':
-        return new HttpException(
-          { statusCode: CLIENT_CLOSED_REQUEST, message: reason.message, error: 'Client Closed Request' },
-          CLIENT_CLOSED_REQUEST,
-          { cause: reason },
-        );
-      case 'manual':
-        return new ServiceUnavailableException(reason.message, { cause: reason });
-    }
+      return new ServiceUnavailableException(reason.message, { cause: reason });
+    case 'timeout':
+      return new HttpException(
+        {
+          statusCode: options.timeoutStatus,
+          message: reason.message,
+          error: STATUS_CODES[options.timeoutStatus] ?? 'Timeout',
+        },
+        options.timeoutStatus,
+        { cause: reason },
+      );
+    case 'client-disconnected':
+      return new HttpException(
+        { statusCode: CLIENT_CLOSED_REQUEST, message: reason.message, error: 'Client Closed Request' },
+        CLIENT_CLOSED_REQUEST,
+        { cause: reason },
+      );
+    case 'manual':
+      return new ServiceUnavailableException(reason.message, { cause: reason });
   }
 }
 
-/** The client is gone: the response was closed before it was complete. */
-function isGone(response: ServerResponse): boolean {
+/**
+ * The client is gone: the response was closed before it was complete.
+ * @internal
+ */
+export function isGone(response: ServerResponse): boolean {
   return response.destroyed && !response.writableFinished;
 }
 
