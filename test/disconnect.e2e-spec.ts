@@ -298,7 +298,9 @@ describe.each(ADAPTERS)('client disconnect (%s)', (adapter) => {
     expect(record.finished).toBe(false);
     const lines = t.logs.lines.slice(before).filter((line) => line.context === 'Cancellation');
     expect(lines.map((line) => line.message)).toEqual([
-      expect.stringMatching(/^GET \/disconnect\/guarded \[[\w-]+\] cancelled \(client-disconnected\) after \d+ ms$/),
+      expect.stringMatching(
+        /^GET \/disconnect\/guarded \[[\w-]+\] cancelled \(client-disconnected\) after \d+ ms$/,
+      ),
     ]);
   });
 

@@ -332,7 +332,10 @@ describe.each(ADAPTERS)('outcomes (%s)', (adapter: AdapterName) => {
         await waitFor(() =>
           t.logs
             .inContext('Cancellation')
-            .some((line) => line.message.startsWith(`GET /rethrow/${route} [`) && line.message.includes('] cancelled')),
+            .some(
+              (line) =>
+                line.message.startsWith(`GET /rethrow/${route} [`) && line.message.includes('] cancelled'),
+            ),
         );
       },
     );
@@ -394,7 +397,9 @@ describe.each(ADAPTERS)('outcomes (%s)', (adapter: AdapterName) => {
       expect(kindOf(record.abortReason)).not.toBe('client-disconnected');
       const lines = t.logs.inContext('Cancellation').map((line) => line.message);
       expect(
-        lines.filter((line) => /^GET \/shared\/follower \[[\w-]+\] cancelled \(client-disconnected\)/.test(line)),
+        lines.filter((line) =>
+          /^GET \/shared\/follower \[[\w-]+\] cancelled \(client-disconnected\)/.test(line),
+        ),
       ).toEqual([]);
     });
 

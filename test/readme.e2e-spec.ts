@@ -9,6 +9,8 @@ import type { AddressInfo } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { AppModule } from './readme/quick-start.js';
+import { expectStopsOnHangUp } from 'nestjs-cancellation/testing';
+import { CancellationAudit, OperatedAppModule } from './readme/operator.js';
 import { AsyncConfiguredModule, RecipesModule, ReportScheduler } from './readme/recipes.js';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
@@ -132,6 +134,43 @@ describe.each(['express', 'fastify'] as const)('README examples on %s', (adapter
     await start(AsyncConfiguredModule);
     expect(app).toBeDefined();
   });
+
+  it('operator tools: the admin controller lists and cancels requests for the guard only', async () => {
+    process.env.OPERATOR_TOKEN = 'readme-token';
+    await start(OperatedAppModule);
+    const slow = fetch(`${url}/exports/slow`, { headers: { 'x-request-id': 'export-42' } });
+    await sleep(100);
+    expect((await fetch(`${url}/ops/requests`)).status).toBe(403);
+    const operator = { 'x-operator-token': 'readme-token' };
+    const list = (await (await fetch(`${url}/ops/requests`, { headers: operator })).json()) as {
+      id: string;
+      route: string;
+    }[];
+    expect(list).toEqual([expect.objectContaining({ id: 'export-42', route: '/exports/slow' })]);
+    const cancel = await fetch(`${url}/ops/requests/export-42/cancel`, {
+      method: 'POST',
+      headers: { ...operator, 'content-type': 'application/json' },
+      body: JSON.stringify({ message: 'Cancelled by the on-call engineer' }),
+    });
+    expect(await cancel.json()).toEqual({ cancelled: 1 });
+    const res = await slow;
+    expect(res.status).toBe(503);
+    expect(((await res.json()) as { message: string }).message).toBe('Cancelled by the on-call engineer');
+    expect(app.get(CancellationAudit).stubborn).toEqual([]);
+  });
+
+  // #region hang-up-test
+  it('stops the export when the client hangs up', async () => {
+    app = await NestFactory.create(OperatedAppModule, new ExpressAdapter(), { logger: false });
+    await app.init();
+    const { settledAfterMs } = await expectStopsOnHangUp(app, {
+      path: '/exports/slow',
+      hangUpAfterMs: 50,
+      settleWithinMs: 200,
+    });
+    expect(settledAfterMs).toBeLessThan(200);
+  });
+  // #endregion hang-up-test
 });
 
 /**
