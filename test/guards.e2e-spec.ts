@@ -1,5 +1,5 @@
 import 'reflect-metadata';
-import { Controller, Get, Injectable, Module, Param, UseGuards } from '@nestjs/common';
+import { Body, Controller, Get, Injectable, Module, Param, Post, UseGuards } from '@nestjs/common';
 import type {
   CanActivate,
   ExecutionContext,
@@ -113,6 +113,13 @@ class GuardedController {
     return 'ok';
   }
 
+  @Post('slow-auth/:tag')
+  @UseGuards(SlowAuthGuard)
+  slowAuthPost(@Param('tag') tag: string, @Body() body: unknown): unknown {
+    seenBy(tag).handlerRan = true;
+    return body;
+  }
+
   @Get('checking/:tag')
   @UseGuards(CheckingGuard)
   checking(@Param('tag') tag: string): string {
@@ -165,6 +172,20 @@ describe.each(ADAPTERS)('guards, pipes and middleware (%s)', (adapter) => {
     await sleep(50);
     expect(seenBy(tag).handlerRan).toBeUndefined();
     expect(t.logs.errors).toEqual([]);
+  });
+
+  it('a guard of a POST (its body read first) stops when the client hangs up', async () => {
+    const tag = `post-hang-up-${adapter}`;
+    const client = startRequest(t.port, `/guarded/slow-auth/${tag}`, {
+      method: 'POST',
+      // About 90 kB (under Express's 100 kB JSON limit): several TCP reads.
+      body: { report: 'quarterly', rows: Array.from({ length: 15_000 }, (_, i) => i) },
+    });
+    await sleep(150);
+    client.abort();
+    await waitFor(() => seenBy(tag).guardReason, { message: 'the guard to stop' });
+    expect(kindOf(seenBy(tag).guardReason)).toBe('client-disconnected');
+    expect(seenBy(tag).handlerRan).toBeUndefined();
   });
 
   it('a guard awaiting slow work with the signal stops at shutdown, and its client gets 503', async () => {
