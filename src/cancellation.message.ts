@@ -61,6 +61,8 @@ export class MessageScope implements Observer<unknown>, Unsubscribable {
   private readonly onShutdown = (): void => this.cancel(this.lifecycle.shutdownReason());
 
   constructor(
+    /** The arguments Nest handles the message with, the same for every interceptor of its chain. */
+    readonly message: readonly unknown[],
     private readonly connection: Connection | undefined,
     private readonly handler: CallHandler,
     private readonly lifecycle: CancellationLifecycle,
@@ -221,7 +223,7 @@ function patternOf(context: ExecutionContext, type: string): string {
 
 /**
  * The interceptor's path for a WebSocket message (`ws`) or a microservice message (`rpc`): runs the handler in
- * a `MessageScope`. Other context types (GraphQL, custom ones) pass through.
+ * a `MessageScope`. Other context types (custom ones) pass through.
  * @internal
  */
 export function interceptMessage(
@@ -231,7 +233,15 @@ export function interceptMessage(
 ): Observable<unknown> {
   const type = context.getType<string>();
   if (type !== 'ws' && type !== 'rpc') return next.handle();
+  const message = context.getArgs();
+  // Nest 11 runs no global interceptor on gateways, so they take `@UseInterceptors(CancellationInterceptor)`;
+  // on Nest 12 that one runs inside the global one's scope for the same message, and leaves the message to it.
+  // Compared by shape, not `instanceof`: the scope may come from the package's other build (ESM or CommonJS).
+  if ((requestStorage.getStore() as { message?: unknown } | undefined)?.message === message) {
+    return next.handle();
+  }
   const scope = new MessageScope(
+    message,
     connectionOf(context, type),
     next,
     lifecycle,

@@ -1,16 +1,33 @@
 import 'reflect-metadata';
+import { UseInterceptors } from '@nestjs/common';
 import { WsAdapter } from '@nestjs/platform-ws';
 import { ConnectedSocket, MessageBody, SubscribeMessage, WebSocketGateway } from '@nestjs/websockets';
+import { readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import WebSocket from 'ws';
 import {
   CancellationError,
+  CancellationInterceptor,
   CancellationModule,
   CancellationService,
   RequestSignal,
 } from 'nestjs-cancellation';
 import { ADAPTERS, createApp, rootModule, waitFor } from './utils/harness.js';
 import type { AdapterName, TestApp } from './utils/harness.js';
+
+/** The major of the @nestjs/websockets that the suite runs on (Nest 11 in the compat/nest11 job, else 12). */
+const WEBSOCKETS_MAJOR = Number(
+  (
+    JSON.parse(
+      readFileSync(
+        join(dirname(createRequire(import.meta.url).resolve('@nestjs/websockets')), 'package.json'),
+        'utf8',
+      ),
+    ) as { version: string }
+  ).version.split('.')[0],
+);
 
 interface Probe {
   started: boolean;
@@ -32,7 +49,13 @@ function probe(tag: string): Probe {
   return found;
 }
 
+/**
+ * Nest 11 runs no global interceptor on gateways (Nest 12 does), so a gateway meant for both names the
+ * interceptor itself. On Nest 12 it then runs twice per message, globally and here: the assertions on log lines
+ * and listeners below show that the message still gets one scope.
+ */
 @WebSocketGateway({ path: '/ws' })
+@UseInterceptors(CancellationInterceptor)
 class WorkGateway {
   constructor(private readonly cancellation: CancellationService) {}
 
@@ -54,9 +77,21 @@ class WorkGateway {
   }
 }
 
-/** A `ws` client connected to the gateway, with the replies it received. */
-async function connect(port: number): Promise<{ socket: WebSocket; replies: unknown[] }> {
-  const socket = new WebSocket(`ws://127.0.0.1:${port}/ws`);
+/** A gateway that counts on the global interceptor alone. */
+@WebSocketGateway({ path: '/plain' })
+class PlainGateway {
+  constructor(private readonly cancellation: CancellationService) {}
+
+  /** Answers whether the handler runs in a message's scope (outside one, `signal` is the shutdown signal). */
+  @SubscribeMessage('scoped')
+  scoped(): { event: string; data: boolean } {
+    return { event: 'scoped', data: this.cancellation.signal !== this.cancellation.shutdownSignal };
+  }
+}
+
+/** A `ws` client connected to a gateway, with the replies it received. */
+async function connect(port: number, path = '/ws'): Promise<{ socket: WebSocket; replies: unknown[] }> {
+  const socket = new WebSocket(`ws://127.0.0.1:${port}${path}`);
   const replies: unknown[] = [];
   socket.on('message', (data: Buffer) => replies.push(JSON.parse(data.toString('utf8'))));
   socket.on('error', () => undefined);
@@ -79,7 +114,7 @@ describe.each(ADAPTERS)('WebSocket gateway (platform-ws) on %s', (adapter: Adapt
       adapter,
       rootModule({
         imports: [CancellationModule.forRoot({ shutdownTimeoutMs: 4000 })],
-        providers: [WorkGateway],
+        providers: [WorkGateway, PlainGateway],
       }),
       { configure: (app) => void app.useWebSocketAdapter(new WsAdapter(app)) },
     );
@@ -143,6 +178,16 @@ describe.each(ADAPTERS)('WebSocket gateway (platform-ws) on %s', (adapter: Adapt
     );
     for (const key of scoped) expect((client as unknown as Record<symbol, unknown>)[key]).toBeUndefined();
     expect(tags.every((tag) => !probe(tag).signal!.aborted)).toBe(true);
+    socket.close();
+  });
+
+  it(`${WEBSOCKETS_MAJOR >= 12 ? 'covers' : 'cannot cover'} a gateway without @UseInterceptors(CancellationInterceptor) on Nest ${WEBSOCKETS_MAJOR}`, async () => {
+    const { socket, replies } = await connect(testApp.port, '/plain');
+    socket.send(JSON.stringify({ event: 'scoped', data: {} }));
+    await waitFor(() => replies.length > 0, { message: 'the reply' });
+    // Where Nest runs no global interceptor on gateways (11), the handler runs outside any message's scope.
+    expect(replies).toEqual([{ event: 'scoped', data: WEBSOCKETS_MAJOR >= 12 }]);
+    expect(testApp.logs.errors).toEqual([]);
     socket.close();
   });
 
