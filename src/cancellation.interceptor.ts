@@ -5,6 +5,7 @@ import type { IncomingMessage } from 'node:http';
 import { Observable } from 'rxjs';
 import { REQUEST_TIMEOUT_METADATA } from './cancellation.constants.js';
 import { parseDeadlineHeader } from './cancellation.deadline.js';
+import { interceptResolver } from './cancellation.graphql.js';
 import { CancellationLifecycle } from './cancellation.lifecycle.js';
 import { interceptMessage } from './cancellation.message.js';
 import { MAX_TIMEOUT_MS } from './cancellation.options.js';
@@ -42,7 +43,8 @@ function returnsPromise(controller: Type, handler: { readonly name: string }): b
  * `RequestScope` (the AsyncLocalStorage store `CancellationService` reads) and ends the handler's stream on
  * the first of: the client disconnecting, the application shutting down, the request's deadline. A WebSocket
  * gateway's message or a microservice's message runs in a `MessageScope` instead (its connection closing,
- * shutdown); other execution contexts (GraphQL) pass through untouched.
+ * shutdown); a GraphQL resolver runs in the scope of the HTTP request that carries its operation, shared by
+ * all the resolvers of that request (`GraphQLRequestScope`); other execution contexts pass through untouched.
  *
  * Per request it creates the scope and one Observable; the AbortController only when somebody reads the
  * signal, the deadline timer only for a route with a budget.
@@ -58,7 +60,12 @@ export class CancellationInterceptor implements NestInterceptor {
   ) {}
 
   intercept(context: ExecutionContext, next: CallHandler): Observable<unknown> {
-    if (context.getType() !== 'http') return interceptMessage(context, next, this.lifecycle);
+    const type = context.getType<string>();
+    if (type === 'graphql') {
+      const { timeoutMs, returnsPromise } = this.budgetOf(context);
+      return interceptResolver(context, next, this.lifecycle, timeoutMs, returnsPromise);
+    }
+    if (type !== 'http') return interceptMessage(context, next, this.lifecycle);
     const { lifecycle } = this;
     const request = context.getArgByIndex<IncomingMessage>(0);
     const budget = this.budgetOf(context);

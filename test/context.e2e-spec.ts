@@ -239,7 +239,9 @@ describe.each(ADAPTERS)('CancellationService context (%s)', (adapter) => {
     const client = startRequest(t.port, `/ctx/lazy/${id}`);
     await waitFor(() => lazyArrived.has(id));
     client.abort();
-    await waitFor(() => t.logs.lines.some((line) => line.message.startsWith('GET /ctx/lazy/:id cancelled')));
+    await waitFor(() =>
+      t.logs.lines.some((line) => /^GET \/ctx\/lazy\/:id \[[\w-]+\] cancelled/.test(line.message)),
+    );
     release();
 
     const seen = await waitFor(() => lazySeen.get(id));
