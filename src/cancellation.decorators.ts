@@ -18,8 +18,9 @@ export const RequestSignal = createParamDecorator((_data: unknown): AbortSignal 
   const scope = requestStorage.getStore();
   if (scope === undefined) {
     throw new Error(
-      '@RequestSignal() found no request scope: import CancellationModule.forRoot() in the root module ' +
-        '(it is only available on HTTP routes)',
+      '@RequestSignal() found no request scope: import CancellationModule.forRoot() in the root module. ' +
+        'On Nest 11, which runs no global interceptor on WebSocket gateways, also put ' +
+        '@UseInterceptors(CancellationInterceptor) on the gateway',
     );
   }
   return scope.signal;
