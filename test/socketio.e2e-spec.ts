@@ -1,4 +1,5 @@
 import 'reflect-metadata';
+import { UseInterceptors } from '@nestjs/common';
 import { IoAdapter } from '@nestjs/platform-socket.io';
 import { ConnectedSocket, MessageBody, SubscribeMessage, WebSocketGateway } from '@nestjs/websockets';
 import { setTimeout as delay } from 'node:timers/promises';
@@ -7,6 +8,7 @@ import { io } from 'socket.io-client';
 import type { Socket as ClientSocket } from 'socket.io-client';
 import {
   CancellationError,
+  CancellationInterceptor,
   CancellationModule,
   CancellationService,
   RequestSignal,
@@ -35,7 +37,9 @@ function probe(tag: string): Probe {
 }
 
 /** No port: the socket.io server shares the HTTP server of the app, which listens on port 0. */
+// Nest 11 runs no global interceptor on gateways; on Nest 12 this one leaves the message to the global one.
 @WebSocketGateway()
+@UseInterceptors(CancellationInterceptor)
 class WorkGateway {
   constructor(private readonly cancellation: CancellationService) {}
 

@@ -20,11 +20,15 @@ const SUITES = [
   'disconnect',
   'downstream',
   'drain',
+  'guards',
   'listeners',
   'microservice',
   'outcomes',
   'readme',
+  'registry',
+  'observability',
   'shutdown',
+  'socketio',
   'streaming',
   'websocket',
 ];
@@ -37,10 +41,11 @@ export default {
   testMatch: [...SUITES.map((name) => `${repo}/test/${name}.e2e-spec.ts`), `${here}/test/*.e2e-spec.ts`],
   moduleNameMapper: {
     '^nestjs-cancellation$': `${repo}/dist/cjs/index.js`,
+    '^nestjs-cancellation/testing$': `${repo}/dist/cjs/testing/index.js`,
     '^(?:\\.\\./)+src/pg/index\\.js$': `${repo}/dist/cjs/pg/index.js`,
     // Suites that reach into the library (e.g. `../src/cancellation.lifecycle.js`) get the same CommonJS copy.
     '^(?:\\.\\./)+src/(cancellation\\.[a-z-]+)\\.js$': `${repo}/dist/cjs/$1.js`,
-    '^@nestjs/(axios|common|core|microservices|platform-express|platform-fastify|platform-ws|testing|websockets)((?:/.*)?)$': `${modules}/@nestjs/$1$2`,
+    '^@nestjs/(axios|common|core|microservices|platform-express|platform-fastify|platform-socket\\.io|platform-ws|testing|websockets)((?:/.*)?)$': `${modules}/@nestjs/$1$2`,
     '^(rxjs|axios|reflect-metadata|ws)((?:/.*)?)$': `${modules}/$1$2`,
     '^(\\.{1,2}/.*)\\.js$': '$1',
   },
