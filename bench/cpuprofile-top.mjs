@@ -13,9 +13,13 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 
 const ROOT_DIR = path.dirname(path.dirname(fileURLToPath(import.meta.url)));
 const ROOT_URL = pathToFileURL(ROOT_DIR).href;
-// The library as built, and the copy of it the benchmark servers import (see snapshotDist in lib/harness.mjs).
-const OURS = [`${ROOT_URL}/dist/`, `${ROOT_URL}/node_modules/.cache/nestjs-cancellation-bench/dist/`];
-const ours = (url) => OURS.find((prefix) => url.startsWith(prefix));
+// The library as built, and the copies of it the benchmark servers import (see snapshotDist in lib/harness.mjs:
+// `nestjs-cancellation-bench[-<suite>][-<hash of BENCH_DIST_DIR>]`). Returns the prefix `url` starts with.
+const escape = (text) => text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+const OURS = new RegExp(
+  `^(?:${escape(`${ROOT_URL}/dist/`)}|${escape(`${ROOT_URL}/node_modules/.cache/nestjs-cancellation-bench`)}[^/]*/dist/)`,
+);
+const ours = (url) => OURS.exec(url)?.[0];
 
 /** Where a function lives: a package, node core, our dist, the bench app, or a V8 pseudo-frame. */
 function category(frame) {

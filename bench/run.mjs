@@ -5,7 +5,7 @@ import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { BENCH_DIR } from './lib/harness.mjs';
 
-const DEFAULT_SUITES = ['overhead'];
+const DEFAULT_SUITES = ['overhead', 'latency', 'shutdown', 'memory', 'checkpoint'];
 
 async function main(argv) {
   const suites = argv.length > 0 ? argv : DEFAULT_SUITES;

@@ -1,17 +1,9 @@
 // Shared by the benchmark suites: server processes, load generation, statistics, machine info, output.
 import autocannon from 'autocannon';
 import { execFileSync, fork } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { once } from 'node:events';
-import {
-  cpSync,
-  existsSync,
-  mkdirSync,
-  readFileSync,
-  readdirSync,
-  rmSync,
-  statSync,
-  writeFileSync,
-} from 'node:fs';
+import { cpSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
@@ -23,32 +15,55 @@ export const ROOT_DIR = path.dirname(BENCH_DIR);
 export const RESULTS_DIR = path.join(BENCH_DIR, 'results');
 
 /**
- * Copies dist/ to node_modules/.cache/nestjs-cancellation-bench/dist and returns the file URL of its index.js, for the servers to import. Other
- * work in the same tree (`npm run build` starts with `rm -rf dist`) must not pull the library from under a run
- * that takes minutes. Waits up to a minute for a complete dist/ (one .js file per non-spec source file).
+ * The built library the suites measure: dist/, or BENCH_DIST_DIR (e.g. a private `tsc --outDir`, to measure a
+ * change without rebuilding the dist/ that others in the tree use). Returns its absolute path and the name of
+ * its snapshot directory under node_modules/.cache: `base` for dist/, `base-<hash of the path>` otherwise, so
+ * that runs of different builds do not overwrite each other's snapshot.
  */
-export async function snapshotDist() {
-  const dist = path.join(ROOT_DIR, 'dist');
+export function distSource(base) {
+  const custom = process.env.BENCH_DIST_DIR;
+  if (custom === undefined || custom === '') return { dir: path.join(ROOT_DIR, 'dist'), cacheName: base };
+  const dir = path.resolve(custom);
+  const hash = createHash('sha1').update(dir).digest('hex').slice(0, 8);
+  return { dir, cacheName: `${base}-${hash}` };
+}
+
+/**
+ * Whether `dir` holds a complete build: index.js is there, no top-level module is empty and every relative
+ * import of every top-level module resolves (the build is consistent with itself, whatever src/ looks like while
+ * somebody edits it, and whichever tree BENCH_DIST_DIR was built from).
+ */
+export function isCompleteBuild(dir) {
+  if (!existsSync(path.join(dir, 'index.js'))) return false;
+  for (const file of readdirSync(dir).filter((f) => f.endsWith('.js'))) {
+    const text = readFileSync(path.join(dir, file), 'utf8');
+    if (text.length === 0) return false;
+    for (const [, spec] of text.matchAll(/from '(\.\/[^']+)'/g)) {
+      if (!existsSync(path.join(dir, spec))) return false;
+    }
+  }
+  return true;
+}
+
+/**
+ * Copies dist/ (or BENCH_DIST_DIR, see distSource) to node_modules/.cache/<name>/dist (by default
+ * `nestjs-cancellation-bench`) and returns the file URL of its index.js, for the servers to import. Other work in the same tree (`npm run build`
+ * starts with `rm -rf dist`) must not pull the library from under a run that takes minutes. Waits up to a
+ * minute for a complete build (isCompleteBuild).
+ */
+export async function snapshotDist(name = 'nestjs-cancellation-bench') {
+  const { dir: dist, cacheName } = distSource(name);
   // Under node_modules/.cache: ignored by git, eslint and prettier, and '@nestjs/*' still resolve from there.
-  const cache = path.join(ROOT_DIR, 'node_modules', '.cache', 'nestjs-cancellation-bench');
+  const cache = path.join(ROOT_DIR, 'node_modules', '.cache', cacheName);
   const target = path.join(cache, 'dist');
-  const sources = readdirSync(path.join(ROOT_DIR, 'src')).filter(
-    (f) => f.endsWith('.ts') && !f.endsWith('.spec.ts'),
-  );
-  const complete = (dir) =>
-    existsSync(dir) &&
-    sources.every((f) => {
-      const file = path.join(dir, f.replace(/\.ts$/, '.js'));
-      return existsSync(file) && statSync(file).size > 0;
-    });
   for (let attempt = 0; attempt < 60; attempt++) {
-    if (complete(dist)) {
+    if (isCompleteBuild(dist)) {
       rmSync(target, { recursive: true, force: true });
       try {
         cpSync(dist, target, { recursive: true });
         // Module scope lookup stops at node_modules: say again that these files are ES modules.
         writeFileSync(path.join(cache, 'package.json'), '{ "type": "module", "private": true }\n');
-        if (complete(target)) return pathToFileURL(path.join(target, 'index.js')).href;
+        if (isCompleteBuild(target)) return pathToFileURL(path.join(target, 'index.js')).href;
       } catch {
         // dist/ changed while copying: try again.
       }
@@ -56,7 +71,8 @@ export async function snapshotDist() {
     await sleep(1000);
   }
   throw new Error(
-    'dist/ is missing or incomplete: run `npm run build` first (or `npm run bench`, which builds)',
+    `${path.relative(ROOT_DIR, dist)}/ is missing or incomplete: run \`npm run build\` first ` +
+      '(or `npm run bench`, which builds)',
   );
 }
 
@@ -250,7 +266,10 @@ export function machineInfo() {
   };
 }
 
-/** The commit the library was built from, and the source files changed since (benchmarks run on the work tree). */
+/**
+ * The commit the library was built from, the source files changed since (benchmarks run on the work tree), and
+ * which build was measured.
+ */
 export function libraryInfo() {
   const git = (...args) => {
     try {
@@ -263,6 +282,8 @@ export function libraryInfo() {
   return {
     commit: git('rev-parse', '--short', 'HEAD'),
     uncommittedSrc: changed ? changed.split('\n').map((line) => line.slice(3)) : [],
+    // The build measured: dist/, or BENCH_DIST_DIR.
+    dist: path.relative(ROOT_DIR, distSource('').dir),
   };
 }
 

@@ -16,6 +16,7 @@ export const VARIANTS = {
   cancellation: { label: '**Nest + CancellationModule.forRoot()**', default: true },
   'timeout-recipe': { label: "Nest docs' TimeoutInterceptor (rxjs timeout + catchError)", default: true },
   'request-scoped': { label: 'REQUEST-scoped provider holding an AbortController', default: true },
+  'nestjs-cls': { label: 'nestjs-cls middleware carrying an AbortController signal', default: true },
   'als-interceptor': {
     label: 'empty interceptor + AsyncLocalStorage.run() (cost of ALS alone)',
     default: false,

@@ -136,7 +136,31 @@ function requestScopedController() {
   return decorateClass(ScopedController, [Controller()], [RequestAbort]);
 }
 
-function appModule(variant) {
+/**
+ * nestjs-cls carrying a signal, as its users do today: its middleware, mounted on every route, runs the rest of
+ * the request inside `AsyncLocalStorage.run()` and `setup` stores an AbortController's signal that the
+ * response's 'close' aborts when the response did not finish. The middleware gets Node's own response on both
+ * platforms (Nest runs Fastify middleware through middie, on the raw objects). Imported only by this variant:
+ * loading nestjs-cls must not change the other servers.
+ */
+async function clsModule() {
+  const { ClsModule } = await import('nestjs-cls');
+  return ClsModule.forRoot({
+    global: true,
+    middleware: {
+      mount: true,
+      setup(cls, _req, res) {
+        const controller = new AbortController();
+        res.on('close', () => {
+          if (!res.writableFinished) controller.abort();
+        });
+        cls.set('signal', controller.signal);
+      },
+    },
+  });
+}
+
+async function appModule(variant) {
   class AppModule {}
   const metadata = { imports: [], controllers: [plainController()], providers: [] };
   switch (variant) {
@@ -165,6 +189,9 @@ function appModule(variant) {
       metadata.controllers = [requestScopedController()];
       metadata.providers.push(RequestAbort);
       break;
+    case 'nestjs-cls':
+      metadata.imports.push(await clsModule());
+      break;
     default:
       throw new Error(`unknown variant ${variant}`);
   }
@@ -172,7 +199,7 @@ function appModule(variant) {
 }
 
 async function startNest(variant, adapter) {
-  const module = appModule(variant);
+  const module = await appModule(variant);
   const app =
     adapter === 'fastify'
       ? await NestFactory.create(module, new FastifyAdapter(), { logger: false })

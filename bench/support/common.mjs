@@ -3,50 +3,18 @@
 import 'reflect-metadata';
 import { fork } from 'node:child_process';
 import { once } from 'node:events';
-import { cpSync, existsSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { ROOT_DIR } from '../lib/harness.mjs';
+import { ROOT_DIR, snapshotDist as snapshotBuild } from '../lib/harness.mjs';
 
 /**
- * Copies dist/ to node_modules/.cache/nestjs-cancellation-bench-<suite>/dist and returns the file URL of its
- * index.js, for the child processes to import (as BENCH_DIST). A copy per suite, so that a rebuild of dist/
- * (`npm run build` starts with `rm -rf dist`) or another suite taking its own snapshot cannot pull the library
- * from under a run. Waits up to a minute for a complete dist/.
+ * A private copy of dist/ (or BENCH_DIST_DIR) for `suite`, under
+ * node_modules/.cache/nestjs-cancellation-bench-<suite>/dist: returns the file URL of its index.js, for the child
+ * processes to import (as BENCH_DIST). A copy per suite, so that a rebuild of dist/ or another suite taking its
+ * own snapshot cannot pull the library from under a run. See snapshotDist in ../lib/harness.mjs.
  */
-export async function snapshotDist(suite) {
-  const dist = path.join(ROOT_DIR, 'dist');
-  const cache = path.join(ROOT_DIR, 'node_modules', '.cache', `nestjs-cancellation-bench-${suite}`);
-  const target = path.join(cache, 'dist');
-  // Complete: index.js is there and every relative import of every top-level module resolves (dist/ is
-  // consistent with itself, whatever src/ looks like while somebody edits it).
-  const complete = (dir) => {
-    if (!existsSync(path.join(dir, 'index.js'))) return false;
-    for (const file of readdirSync(dir).filter((f) => f.endsWith('.js'))) {
-      const text = readFileSync(path.join(dir, file), 'utf8');
-      if (text.length === 0) return false;
-      for (const [, spec] of text.matchAll(/from '(\.\/[^']+)'/g)) {
-        if (!existsSync(path.join(dir, spec))) return false;
-      }
-    }
-    return true;
-  };
-  for (let attempt = 0; attempt < 60; attempt++) {
-    if (complete(dist)) {
-      rmSync(target, { recursive: true, force: true });
-      try {
-        cpSync(dist, target, { recursive: true });
-        // Module scope lookup stops at node_modules: say again that these files are ES modules.
-        writeFileSync(path.join(cache, 'package.json'), '{ "type": "module", "private": true }\n');
-        if (complete(target)) return pathToFileURL(path.join(target, 'index.js')).href;
-      } catch {
-        // dist/ changed while copying: try again.
-      }
-    }
-    await sleep(1000);
-  }
-  throw new Error('dist/ is missing or incomplete: run `npm run build` first');
+export function snapshotDist(suite) {
+  return snapshotBuild(`nestjs-cancellation-bench-${suite}`);
 }
 
 /** The library for a child process: the parent's snapshot (BENCH_DIST), else the built dist/. */
