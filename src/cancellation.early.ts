@@ -1,11 +1,12 @@
 import { ArgumentsHost, Catch, Inject, Injectable, Logger } from '@nestjs/common';
 import type { ExceptionFilter, NestMiddleware } from '@nestjs/common';
 import { HttpAdapterHost } from '@nestjs/core';
-import type { ServerResponse } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import { requestStorage } from './cancellation.constants.js';
 import type { ScopeState } from './cancellation.constants.js';
 import { CancellationError, findCancellationError } from './cancellation.error.js';
 import { CancellationLifecycle } from './cancellation.lifecycle.js';
+import { watchUpload } from './cancellation.platform.js';
 import { isGone, outcomeOf } from './cancellation.scope.js';
 
 /**
@@ -68,13 +69,20 @@ export class CancellationMiddleware implements NestMiddleware {
 
 /**
  * Fastify: the same from an `onRequest` hook, which runs before Fastify's and Nest's middleware and costs less
- * than a middleware through `@fastify/middie`.
+ * than a middleware through `@fastify/middie`. It also watches a request body's upload (`watchUpload`).
  * @internal
  */
 export function earlyScopeHook(
   lifecycle: CancellationLifecycle,
-): (request: unknown, reply: { raw: ServerResponse }, done: () => void) => void {
-  return (_request, reply, done) => requestStorage.run(new EarlyScope(reply.raw, lifecycle), done);
+): (
+  request: { raw: IncomingMessage },
+  reply: { raw: ServerResponse; hijack(): unknown },
+  done: () => void,
+) => void {
+  return (request, reply, done) => {
+    watchUpload(request.raw, reply);
+    requestStorage.run(new EarlyScope(reply.raw, lifecycle), done);
+  };
 }
 
 /**

@@ -247,5 +247,18 @@ describe('CancellationLifecycle', () => {
       expect(lifecycleWith({}, 'express').platform.route(request)).toBe('/x');
       expect(lifecycleWith({}, undefined).platform.route(request)).toBe('/x');
     });
+
+    it('names a request without a route pattern by its path, never its query string', () => {
+      const query = '/graphql?query=%7Bslow%7D&token=secret';
+      const express = lifecycleWith({}, 'express').platform;
+      expect(express.route({ method: 'GET', url: '/graphql', originalUrl: query })).toBe('/graphql');
+      expect(express.route({ method: 'GET', url: query })).toBe('/graphql');
+      expect(
+        express.route({ method: 'GET', originalUrl: '/api/x', route: { path: '/x' }, baseUrl: '/api' }),
+      ).toBe('/api/x');
+      const fastify = lifecycleWith({}, 'fastify').platform;
+      expect(fastify.route({ method: 'GET', url: query })).toBe('/graphql');
+      expect(fastify.route({ method: 'GET', url: '/plain' })).toBe('/plain');
+    });
   });
 });

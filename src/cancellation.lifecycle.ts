@@ -12,7 +12,7 @@ import type { Socket } from 'node:net';
 import { CancellationError } from './cancellation.error.js';
 import { RESOLVED_OPTIONS } from './cancellation.module-definition.js';
 import type { ResolvedCancellationOptions } from './cancellation.options.js';
-import { installPlatformHooks, platformFor } from './cancellation.platform.js';
+import { platformFor } from './cancellation.platform.js';
 import type { HttpPlatform } from './cancellation.platform.js';
 import type {
   CancelledEvent,
@@ -295,8 +295,6 @@ export class CancellationLifecycle
 
   /** Starts counting the HTTP server's sockets, for the hard deadline (one listener per connection). */
   onApplicationBootstrap(): void {
-    const adapter = this.adapterHost.httpAdapter;
-    installPlatformHooks(adapter?.getType(), adapter?.getInstance());
     const server = this.adapterHost.httpAdapter?.getHttpServer() as Server | undefined;
     if (server === undefined || typeof server.on !== 'function') return;
     this.server = server;

@@ -8,10 +8,19 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 export interface HttpPlatform {
   /** Node's response under the platform's response object. */
   rawResponse(response: unknown): ServerResponse;
-  /** The route pattern that matched (e.g. `/users/:id`), for log lines; the URL when there is none. */
+  /**
+   * The route pattern that matched (e.g. `/users/:id`), for log lines and metric labels; the URL's path when
+   * there is none (never its query string, which can carry anything: a GraphQL query, a token).
+   */
   route(request: unknown): string;
   /** The request method, for log lines. */
   method(request: unknown): string;
+}
+
+/** The path of a request URL, without its query string. */
+function pathOf(url: string): string {
+  const query = url.indexOf('?');
+  return query === -1 ? url : url.slice(0, query);
 }
 
 interface ExpressLikeRequest extends IncomingMessage {
@@ -26,7 +35,9 @@ export const expressPlatform: HttpPlatform = {
   route(request) {
     const req = request as ExpressLikeRequest;
     const path = req.route?.path;
-    return typeof path === 'string' ? `${req.baseUrl ?? ''}${path}` : (req.originalUrl ?? req.url ?? '');
+    return typeof path === 'string'
+      ? `${req.baseUrl ?? ''}${path}`
+      : pathOf(req.originalUrl ?? req.url ?? '');
   },
   method: (request) => (request as IncomingMessage).method ?? '',
 };
@@ -43,7 +54,7 @@ export const fastifyPlatform: HttpPlatform = {
   rawResponse: (response) => (response as { raw: ServerResponse }).raw,
   route(request) {
     const req = request as FastifyLikeRequest;
-    return req.routeOptions?.url ?? req.url;
+    return req.routeOptions?.url ?? pathOf(req.url);
   },
   method: (request) => (request as FastifyLikeRequest).method,
 };
@@ -66,40 +77,18 @@ function onUploadError(this: UploadingRequest, err: unknown): void {
   if (!this.complete && (err as { code?: unknown } | undefined)?.code === 'ECONNRESET') this[REPLY]?.hijack();
 }
 
-/** Fastify `preParsing` hook: watches the requests that carry a body. */
-function watchUpload(
-  request: { raw: UploadingRequest },
-  reply: { hijack(): unknown },
-  payload: unknown,
-  done: (err: Error | null, payload: unknown) => void,
-): void {
-  const { raw } = request;
+/**
+ * Fastify: watches a request that carries a body, so that a client hanging up during its upload is not logged
+ * as an error. Called from the `onRequest` hook that opens the early scope (one hook per request, not two).
+ * @internal
+ */
+export function watchUpload(raw: UploadingRequest, reply: { hijack(): unknown }): void {
   if (
     !raw.complete &&
     (raw.headers['content-length'] !== undefined || raw.headers['transfer-encoding'] !== undefined)
   ) {
     raw[REPLY] = reply;
     raw.once('error', onUploadError);
-  }
-  done(null, payload);
-}
-
-interface FastifyLikeInstance {
-  addHook(name: 'preParsing', hook: typeof watchUpload): unknown;
-}
-
-/**
- * Installs what the platform needs once per application, before it listens. On Fastify: a client hanging up
- * during its upload is not logged as an error.
- * @internal
- */
-export function installPlatformHooks(adapterType: string | undefined, instance: unknown): void {
-  if (adapterType !== 'fastify') return;
-  const fastify = instance as Partial<FastifyLikeInstance> | undefined;
-  try {
-    fastify?.addHook?.('preParsing', watchUpload);
-  } catch {
-    // Already listening (hooks can only be added before): Nest's behaviour stays.
   }
 }
 
