@@ -11,8 +11,9 @@ const modules = `${here}/node_modules`;
 
 /**
  * The suites of ../../test that run here. Left out: pack (it builds its own app from the packed tarball, a Nest 11
- * one among them) and sample-app (the sample app is compiled and run on the root's Nest 12); exports.spec pins
- * src/, not a platform.
+ * one among them), sample-app and demo-page (the sample app is compiled and run on the root's Nest 12);
+ * exports.spec pins src/, not a platform. The cases of drain and reliability that start a child process run
+ * their fixture on the ESM build and the root's Nest 12 here too.
  */
 const SUITES = [
   'context',
@@ -20,12 +21,14 @@ const SUITES = [
   'disconnect',
   'downstream',
   'drain',
+  'graphql',
   'guards',
   'listeners',
   'microservice',
   'outcomes',
   'readme',
   'registry',
+  'reliability',
   'observability',
   'shutdown',
   'socketio',
@@ -45,8 +48,8 @@ export default {
     '^(?:\\.\\./)+src/pg/index\\.js$': `${repo}/dist/cjs/pg/index.js`,
     // Suites that reach into the library (e.g. `../src/cancellation.lifecycle.js`) get the same CommonJS copy.
     '^(?:\\.\\./)+src/(cancellation\\.[a-z-]+)\\.js$': `${repo}/dist/cjs/$1.js`,
-    '^@nestjs/(axios|common|core|microservices|platform-express|platform-fastify|platform-socket\\.io|platform-ws|testing|websockets)((?:/.*)?)$': `${modules}/@nestjs/$1$2`,
-    '^(rxjs|axios|reflect-metadata|ws)((?:/.*)?)$': `${modules}/$1$2`,
+    '^@nestjs/(axios|common|core|microservices|platform-express|platform-fastify|platform-socket\\.io|platform-ws|testing|websockets|graphql|apollo)((?:/.*)?)$': `${modules}/@nestjs/$1$2`,
+    '^(rxjs|axios|reflect-metadata|ws|graphql|@apollo/server|@as-integrations/express5)((?:/.*)?)$': `${modules}/$1$2`,
     '^(\\.{1,2}/.*)\\.js$': '$1',
   },
   transform: {
