@@ -1,6 +1,8 @@
 import { SetMetadata, createParamDecorator } from '@nestjs/common';
+import type { ExecutionContext } from '@nestjs/common';
 import { REQUEST_TIMEOUT_METADATA, requestStorage } from './cancellation.constants.js';
 import { validateTimeout } from './cancellation.options.js';
+import { scopeOfResponse } from './cancellation.scope.js';
 
 /**
  * Route handler parameter decorator: the request's AbortSignal, which aborts with a `CancellationError`
@@ -14,17 +16,21 @@ import { validateTimeout } from './cancellation.options.js';
  * }
  * ```
  */
-export const RequestSignal = createParamDecorator((_data: unknown): AbortSignal => {
-  const scope = requestStorage.getStore();
-  if (scope === undefined) {
-    throw new Error(
-      '@RequestSignal() found no request scope: import CancellationModule.forRoot() in the root module. ' +
-        'On Nest 11, which runs no global interceptor on WebSocket gateways, also put ' +
-        '@UseInterceptors(CancellationInterceptor) on the gateway',
-    );
-  }
-  return scope.signal;
-});
+export const RequestSignal = createParamDecorator(
+  (_data: unknown, context: ExecutionContext): AbortSignal => {
+    const scope =
+      requestStorage.getStore() ??
+      (context.getType() === 'http' ? scopeOfResponse(context.switchToHttp().getResponse()) : undefined);
+    if (scope === undefined) {
+      throw new Error(
+        '@RequestSignal() found no request scope: import CancellationModule.forRoot() in the root module. ' +
+          'On Nest 11, which runs no global interceptor on WebSocket gateways, also put ' +
+          '@UseInterceptors(CancellationInterceptor) on the gateway',
+      );
+    }
+    return scope.signal;
+  },
+);
 
 /**
  * Sets the time budget of a route, or of every route of a controller (the handler's own wins). When it runs

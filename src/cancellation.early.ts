@@ -95,6 +95,19 @@ function isAbortedUpload(value: unknown): boolean {
 }
 
 /**
+ * Fastify with `asyncContext: false`: the `onRequest` hook only watches a request body's upload.
+ * @internal
+ */
+export function uploadHook(
+  request: { raw: IncomingMessage },
+  reply: { hijack(): unknown },
+  done: () => void,
+): void {
+  watchUpload(request.raw, reply);
+  done();
+}
+
+/**
  * Matches, for `@Catch()`, any exception a cancellation caused (a `CancellationError`, an `AbortError` whose
  * cause is one), from either copy of this package, that is not an HTTP answer yet; and a body upload the client
  * abandoned.

@@ -2,7 +2,12 @@ import { Global, Inject, Module } from '@nestjs/common';
 import type { DynamicModule, MiddlewareConsumer, NestModule } from '@nestjs/common';
 import { APP_FILTER, APP_INTERCEPTOR, HttpAdapterHost } from '@nestjs/core';
 import { withAdmin } from './cancellation.admin.js';
-import { CancellationExceptionFilter, CancellationMiddleware, earlyScopeHook } from './cancellation.early.js';
+import {
+  CancellationExceptionFilter,
+  CancellationMiddleware,
+  earlyScopeHook,
+  uploadHook,
+} from './cancellation.early.js';
 import { CancellationInterceptor } from './cancellation.interceptor.js';
 import { CancellationLifecycle } from './cancellation.lifecycle.js';
 import { CancellationMetrics } from './cancellation.metrics.js';
@@ -63,15 +68,17 @@ export class CancellationModule extends ConfigurableModuleClass implements NestM
    * call) can pass `CancellationService.signal` on: a middleware on Express, an `onRequest` hook on Fastify.
    */
   configure(consumer: MiddlewareConsumer): void {
+    // Without the store (`asyncContext: false`) nothing before the interceptor could read an early scope.
+    const early = this.lifecycle.options.asyncContext;
     const adapter = this.adapterHost.httpAdapter;
     switch (adapter?.getType()) {
       case 'express':
-        consumer.apply(CancellationMiddleware).forRoutes('*');
+        if (early) consumer.apply(CancellationMiddleware).forRoutes('*');
         break;
       case 'fastify':
         (adapter.getInstance() as { addHook(name: 'onRequest', hook: unknown): unknown }).addHook(
           'onRequest',
-          earlyScopeHook(this.lifecycle),
+          early ? earlyScopeHook(this.lifecycle) : uploadHook,
         );
         break;
     }

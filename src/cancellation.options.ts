@@ -89,6 +89,20 @@ export interface CancellationModuleOptions {
    * @default false
    */
   metrics?: boolean;
+
+  /**
+   * Run each HTTP request (its guards, interceptors after this one, pipes and handler) inside the
+   * AsyncLocalStorage store that `CancellationService`, `checkpoint()` and guards read the request's signal from.
+   * `false` trades those for speed on Node 20 and 22, where AsyncLocalStorage turns on promise hooks that every
+   * promise of the process then pays (Node 24's AsyncContextFrame makes them cheap): only `@RequestSignal()`
+   * gets the request's signal (the interceptor hands it over without the store), while
+   * `CancellationService.signal`, `remainingMs`, `requestId` and `throwIfCancelled()` answer as outside a
+   * request (the application's signal), and `checkpoint()` needs its signal passed. Disconnects, deadlines,
+   * shutdown, the registry, events and metrics work as before. WebSocket, microservice and GraphQL contexts
+   * keep their store.
+   * @default true
+   */
+  asyncContext?: boolean;
 }
 
 /**
@@ -145,6 +159,7 @@ export const DEFAULT_OPTIONS: ResolvedCancellationOptions = {
   requestIdHeader: 'x-request-id',
   stillRunningWarningMs: false,
   metrics: false,
+  asyncContext: true,
 };
 
 /** An HTTP header name (RFC 9110 token). */
@@ -276,6 +291,11 @@ export function resolveOptions(options: CancellationModuleOptions | undefined): 
   if (options.metrics !== undefined) {
     if (typeof options.metrics !== 'boolean') fail('metrics', options.metrics, 'true or false');
     resolved.metrics = options.metrics;
+  }
+  if (options.asyncContext !== undefined) {
+    if (typeof options.asyncContext !== 'boolean')
+      fail('asyncContext', options.asyncContext, 'true or false');
+    resolved.asyncContext = options.asyncContext;
   }
   return resolved;
 }

@@ -141,7 +141,8 @@ export class RequestScope implements Observer<unknown>, Unsubscribable {
       this.timer = setTimeout(onDeadline, this.timeoutMs, this);
       this.timer.unref();
     }
-    requestStorage.run(this, RequestScope.subscribeHandler, this);
+    if (this.lifecycle.options.asyncContext) requestStorage.run(this, RequestScope.subscribeHandler, this);
+    else RequestScope.subscribeHandler(this);
     return this;
   }
 
@@ -324,6 +325,17 @@ export class RequestScope implements Observer<unknown>, Unsubscribable {
     if (this.timer !== undefined) clearTimeout(this.timer);
     this.lifecycle.untrack(this);
   }
+}
+
+/**
+ * The scope of the request a platform response (Express's, or Fastify's reply, whose `raw` is Node's) answers,
+ * while its handler runs: how `@RequestSignal()` finds it without the AsyncLocalStorage store
+ * (`asyncContext: false`).
+ * @internal
+ */
+export function scopeOfResponse(response: unknown): RequestScope | undefined {
+  const candidate = response as (ScopedResponse & { raw?: ScopedResponse }) | null | undefined;
+  return candidate?.[SCOPE] ?? candidate?.raw?.[SCOPE];
 }
 
 /**

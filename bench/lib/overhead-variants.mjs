@@ -22,5 +22,9 @@ export const VARIANTS = {
     default: false,
   },
   'cancellation-signal': { label: 'CancellationModule, handler takes @RequestSignal()', default: false },
+  'cancellation-no-als': {
+    label: 'CancellationModule.forRoot({ asyncContext: false })',
+    default: false,
+  },
   'cancellation-timeout': { label: 'CancellationModule.forRoot({ timeoutMs: 30_000 })', default: false },
 };

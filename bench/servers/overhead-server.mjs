@@ -179,6 +179,9 @@ async function appModule(variant) {
       metadata.imports.push(CancellationModule.forRoot());
       metadata.controllers = [signalController()];
       break;
+    case 'cancellation-no-als':
+      metadata.imports.push(CancellationModule.forRoot({ asyncContext: false }));
+      break;
     case 'cancellation-timeout':
       metadata.imports.push(CancellationModule.forRoot({ timeoutMs: 30_000 }));
       break;
