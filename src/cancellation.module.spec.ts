@@ -60,6 +60,7 @@ describe('CancellationModule.forRoot()', () => {
       requestIdHeader: 'x-request-id',
       stillRunningWarningMs: false,
       metrics: false,
+      asyncContext: true,
     });
   });
 
@@ -86,6 +87,7 @@ describe('CancellationModule.forRoot()', () => {
       requestIdHeader: 'x-correlation-id',
       stillRunningWarningMs: 1_000,
       metrics: false,
+      asyncContext: true,
     });
   });
 

@@ -33,6 +33,7 @@ describe('resolveOptions', () => {
         requestIdHeader: 'x-request-id',
         stillRunningWarningMs: false,
         metrics: false,
+        asyncContext: true,
       });
       expect(resolveUntyped(null)).toEqual(DEFAULT_OPTIONS);
       expect(resolveOptions({})).toEqual(DEFAULT_OPTIONS);
@@ -228,11 +229,12 @@ describe('resolveOptions', () => {
     });
   });
 
-  describe('stillRunningWarningMs and metrics', () => {
-    it('accepts a whole number of milliseconds or false, and a boolean', () => {
+  describe('stillRunningWarningMs, metrics and asyncContext', () => {
+    it('accepts a whole number of milliseconds or false, and booleans', () => {
       expect(resolveOptions({ stillRunningWarningMs: 500 }).stillRunningWarningMs).toBe(500);
       expect(resolveOptions({ stillRunningWarningMs: false }).stillRunningWarningMs).toBe(false);
       expect(resolveOptions({ metrics: true }).metrics).toBe(true);
+      expect(resolveOptions({ asyncContext: false }).asyncContext).toBe(false);
     });
 
     it.each([
@@ -241,6 +243,8 @@ describe('resolveOptions', () => {
       [{ stillRunningWarningMs: true }, 'stillRunningWarningMs', 'true'],
       [{ metrics: 'true' }, 'metrics', '"true"'],
       [{ metrics: 1 }, 'metrics', '1'],
+      [{ asyncContext: 'false' }, 'asyncContext', '"false"'],
+      [{ asyncContext: 0 }, 'asyncContext', '0'],
     ])('rejects %p, naming the option and the value', (options, option, shown) => {
       const message = failureOf(options);
       expect(message).toContain(`"${option}"`);
