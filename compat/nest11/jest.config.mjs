@@ -16,6 +16,7 @@ const modules = `${here}/node_modules`;
  * their fixture on the ESM build and the root's Nest 12 here too.
  */
 const SUITES = [
+  'async-context',
   'context',
   'deadlines',
   'disconnect',
