@@ -9,7 +9,7 @@
 //
 // Environment: BENCH_ROUNDS (8), BENCH_DURATION (2 s measured per route and round), BENCH_WARMUP (2 s per
 // route, once per server process), BENCH_RESTART (1: a fresh server process every round, no head-to-head
-// runs), BENCH_HEAD_TO_HEAD (0: skip the simultaneous runs of CancellationModule against its baselines),
+// runs), BENCH_HEAD_TO_HEAD (0: skip the simultaneous runs of CancellationModule against its baselines), BENCH_SUBJECT (the variant judged and run head to head: cancellation),
 // BENCH_CONNECTIONS (50), BENCH_PIPELINING (1), BENCH_VARIANTS (comma list, see lib/overhead-variants.mjs),
 // BENCH_ADAPTERS (express,fastify), BENCH_ROUTES (hello,io), BENCH_OUT (result file); on a shared machine
 // BENCH_QUIET_CORES (0.3), BENCH_QUIET_WAIT (10 s; 0 = off), BENCH_RETRIES (2), BENCH_IO_MS (1: how long GET /io
@@ -71,6 +71,8 @@ function config() {
     restart: process.env.BENCH_RESTART === '1',
     // Each round also loads CancellationModule and each target's baseline at the same time (BENCH_HEAD_TO_HEAD=0: off).
     headToHead: process.env.BENCH_HEAD_TO_HEAD !== '0',
+    // The variant judged against the targets and loaded head to head with the baselines (BENCH_SUBJECT).
+    subject: process.env.BENCH_SUBJECT || 'cancellation',
     connections: Math.round(envNumber('BENCH_CONNECTIONS', 50)),
     pipelining: Math.round(envNumber('BENCH_PIPELINING', 1)),
     ioMs: envNumber('BENCH_IO_MS', 1),
@@ -270,12 +272,12 @@ function analyse(cfg, samples, pairs) {
   }
 
   const targets = [];
-  if (cfg.variants.includes('cancellation')) {
+  if (cfg.variants.includes(cfg.subject)) {
     for (const target of TARGETS) {
       if (!cfg.routes.includes(target.route)) continue;
       for (const adapter of cfg.adapters) {
         const r = ratio(
-          series('cancellation', adapter, target.route),
+          series(cfg.subject, adapter, target.route),
           series(target.baseline, adapter, target.route),
         );
         const h2h = pairs.get(`${target.baseline}|${adapter}|${target.route}`) ?? [];
@@ -376,7 +378,7 @@ function report(cfg, analysis) {
     out.push(
       markdownTable(
         [
-          'target (CancellationModule)',
+          `target (${cfg.subject})`,
           'adapter',
           'head to head: req/s',
           'head to head: CPU',
@@ -454,19 +456,19 @@ export async function overhead() {
           if (cfg.restart) await server.stop();
         }
       }
-      if (cfg.restart || !cfg.headToHead || !cfg.variants.includes('cancellation')) continue;
+      if (cfg.restart || !cfg.headToHead || !cfg.variants.includes(cfg.subject)) continue;
       for (const adapter of cfg.adapters) {
         const find = (variant) =>
           running.get(list.find((e) => e.variant === variant && e.adapter === adapter));
         for (const target of TARGETS) {
           if (!cfg.routes.includes(target.route)) continue;
-          const pair = await measurePair(find('cancellation'), find(target.baseline), target.route, cfg);
+          const pair = await measurePair(find(cfg.subject), find(target.baseline), target.route, cfg);
           const key = `${target.baseline}|${adapter}|${target.route}`;
           if (!pairs.has(key)) pairs.set(key, []);
           pairs.get(key).push(pair);
           log(
             `round ${round + 1}/${cfg.rounds}  head to head ${adapter.padEnd(8)} ${ROUTES[target.route].path.padEnd(7)} ` +
-              `cancellation / ${target.baseline}: req/s ${pair.rpsRatio.toFixed(3)} CPU ${pair.cpuRatio.toFixed(3)} ` +
+              `${cfg.subject} / ${target.baseline}: req/s ${pair.rpsRatio.toFixed(3)} CPU ${pair.cpuRatio.toFixed(3)} ` +
               `others ${pair.othersCores?.toFixed(2) ?? '?'}`,
           );
         }
