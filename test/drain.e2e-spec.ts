@@ -21,9 +21,7 @@ import {
   UseGuards,
 } from '@nestjs/common';
 import type { CanActivate, OnModuleInit } from '@nestjs/common';
-import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
-import { existsSync } from 'node:fs';
 import http from 'node:http';
 import { setTimeout as delay } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
@@ -36,9 +34,9 @@ import {
 import type { CancellationModuleOptions } from 'nestjs-cancellation';
 import { ADAPTERS, createApp, request, rootModule, sleep, startRequest, waitFor } from './utils/harness.js';
 import type { AdapterName, RawResponse, RequestResult, TestApp } from './utils/harness.js';
+import { fixtureNestVersion, spawnFixture } from './utils/fixture.js';
 
 const FIXTURE = fileURLToPath(new URL('./fixtures/drain-app.mjs', import.meta.url));
-const BUILT = fileURLToPath(new URL('../dist/index.js', import.meta.url));
 
 /** What a handler of `/drain/slow` went through, by the tag its request carried. */
 interface Probe {
@@ -609,13 +607,7 @@ class ChildApp {
 }
 
 function spawnApp(adapter: AdapterName, env: Record<string, string>): ChildApp {
-  if (!existsSync(BUILT)) throw new Error(`${BUILT} is missing: run \`npm run build\` first`);
-  return new ChildApp(
-    spawn(process.execPath, [FIXTURE], {
-      env: { ...process.env, ADAPTER: adapter, PORT: '0', ...env },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    }),
-  );
+  return new ChildApp(spawnFixture(FIXTURE, { ...process.env, ADAPTER: adapter, PORT: '0', ...env }));
 }
 
 describe.each(ADAPTERS)('SIGTERM under enableShutdownHooks (%s)', (adapter) => {
@@ -640,7 +632,10 @@ describe.each(ADAPTERS)('SIGTERM under enableShutdownHooks (%s)', (adapter) => {
 
   it('finishes the request in flight, refuses a new one with 503 and exits promptly', async () => {
     const app = apps?.drain as ChildApp;
-    const { port } = (await app.next('listening', 15_000)) as AppEvent & { port: number };
+    const listening = (await app.next('listening', 15_000)) as AppEvent & { port: number; nest: string };
+    // The Nest the suite runs on (Nest 11 with the CommonJS build in the Nest 11 job), not whichever resolves.
+    expect(listening.nest).toBe(fixtureNestVersion());
+    const { port } = listening;
     const inFlight = startRequest(port, '/drain/slow?ms=500');
     await app.next('handler-start');
 

@@ -18,9 +18,7 @@ import { NestFactory } from '@nestjs/core';
 import { ExpressAdapter } from '@nestjs/platform-express';
 import type { NestExpressApplication } from '@nestjs/platform-express';
 import { FastifyAdapter } from '@nestjs/platform-fastify';
-import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
-import { existsSync } from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
 import type { AddressInfo } from 'node:net';
@@ -40,9 +38,9 @@ import {
   waitFor,
 } from './utils/harness.js';
 import type { AdapterName, TestApp } from './utils/harness.js';
+import { fixtureNestVersion, spawnFixture } from './utils/fixture.js';
 
 const FIXTURE = fileURLToPath(new URL('./fixtures/reliability-app.mjs', import.meta.url));
-const BUILT = fileURLToPath(new URL('../dist/index.js', import.meta.url));
 
 // ---------------------------------------------------------------------------------------------------------
 // Scale, randomness, and the process-wide watch
@@ -624,12 +622,9 @@ class ChildApp {
   }
 
   static spawn(adapter: AdapterName, env: Record<string, string>): ChildApp {
-    if (!existsSync(BUILT)) throw new Error(`${BUILT} is missing: run \`npm run build\` first`);
     const childEnv: NodeJS.ProcessEnv = { ...process.env, ADAPTER: adapter, ...env };
     delete childEnv.NODE_OPTIONS;
-    return new ChildApp(
-      spawn(process.execPath, [FIXTURE], { env: childEnv, stdio: ['ignore', 'pipe', 'pipe'] }),
-    );
+    return new ChildApp(spawnFixture(FIXTURE, childEnv));
   }
 
   all(event: string): AppEvent[] {
@@ -643,8 +638,11 @@ class ChildApp {
     });
   }
 
+  /** The app's port, once it listens on the Nest the suite runs on (Nest 11 in the Nest 11 job). */
   async port(): Promise<number> {
-    return Number((await this.next('listening', 20_000)).port);
+    const listening = await this.next('listening', 20_000);
+    expect(listening.nest).toBe(fixtureNestVersion());
+    return Number(listening.port);
   }
 
   /** Log lines at warn, error or fatal level, crashes, and anything on stderr. */
