@@ -24,7 +24,9 @@ interface AxiosLikeHeaders {
  * peer).
  */
 export interface AxiosLikeRequestConfig {
+  /** The request's abort signal; set to the current request's signal when the call has none of its own. */
   signal?: unknown;
+  /** The outgoing headers; the deadline header is added here. */
   headers?: AxiosLikeHeaders;
 }
 
@@ -33,6 +35,7 @@ export interface AxiosLikeRequestConfig {
  * `@nestjs/axios`.
  */
 export interface AxiosLikeInstance {
+  /** axios' interceptor registry: a request interceptor is added to it. */
   interceptors: {
     request: {
       use(onFulfilled: <C extends AxiosLikeRequestConfig>(config: C) => C): number;

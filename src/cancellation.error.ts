@@ -44,6 +44,7 @@ export class CancellationError extends Error {
     this.kind = kind;
   }
 
+  /** `'CancellationError'`, subclasses included: what stack traces and log lines name the error. */
   override get name(): string {
     return 'CancellationError';
   }

@@ -59,6 +59,10 @@ export class CancellationInterceptor implements NestInterceptor {
     @Inject(Reflector) private readonly reflector: Reflector,
   ) {}
 
+  /**
+   * Runs the handler in its request's scope: HTTP requests, GraphQL resolvers, WebSocket and microservice
+   * messages each get theirs (see the class's description).
+   */
   intercept(context: ExecutionContext, next: CallHandler): Observable<unknown> {
     const type = context.getType<string>();
     if (type === 'graphql') {

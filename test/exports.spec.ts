@@ -1,5 +1,12 @@
 import 'reflect-metadata';
+import { fileURLToPath } from 'node:url';
+import ts from 'typescript';
 import * as publicApi from '../src/index.js';
+
+/** The package's entry points, as its `exports` map publishes them. */
+const ENTRY_POINTS = ['../src/index.ts', '../src/testing/index.ts', '../src/pg/index.ts'].map((entry) =>
+  fileURLToPath(new URL(entry, import.meta.url)),
+);
 
 /**
  * The public surface of the package, pinned: adding or removing an export is a decision, so it must change
@@ -38,4 +45,51 @@ describe('public surface of nestjs-cancellation', () => {
     expect(typeof publicApi.CancellationModule.forRoot).toBe('function');
     expect(typeof publicApi.CancellationModule.forRootAsync).toBe('function');
   });
+
+  it('documents every exported symbol and every public member of its classes and interfaces (JSDoc)', () => {
+    expect(undocumentedSymbols()).toEqual([]);
+  });
 });
+
+/** `entry: name` or `entry: Type.member` for what an entry point exports without a JSDoc comment. */
+function undocumentedSymbols(): string[] {
+  const program = ts.createProgram(ENTRY_POINTS, {
+    module: ts.ModuleKind.NodeNext,
+    moduleResolution: ts.ModuleResolutionKind.NodeNext,
+    target: ts.ScriptTarget.ES2022,
+    experimentalDecorators: true,
+    noEmit: true,
+  });
+  const checker = program.getTypeChecker();
+  const documented = (node: ts.Node) => ts.getJSDocCommentsAndTags(node).length > 0;
+  const missing: string[] = [];
+  for (const entry of ENTRY_POINTS) {
+    const where = entry.slice(entry.lastIndexOf('/src/') + 1);
+    const module = checker.getSymbolAtLocation(program.getSourceFile(entry) as ts.SourceFile) as ts.Symbol;
+    for (const exported of checker.getExportsOfModule(module)) {
+      const symbol = exported.flags & ts.SymbolFlags.Alias ? checker.getAliasedSymbol(exported) : exported;
+      for (const declaration of symbol.declarations ?? []) {
+        const commented = ts.isVariableDeclaration(declaration) ? declaration.parent.parent : declaration;
+        if (!documented(commented)) missing.push(`${where}: ${symbol.name}`);
+        if (!ts.isClassDeclaration(declaration) && !ts.isInterfaceDeclaration(declaration)) continue;
+        for (const member of declaration.members) {
+          if (
+            member.name === undefined ||
+            ts.isPrivateIdentifier(member.name) ||
+            ts.isConstructorDeclaration(member)
+          )
+            continue;
+          const modifiers = ts.canHaveModifiers(member) ? (ts.getModifiers(member) ?? []) : [];
+          const hidden = modifiers.some(
+            (modifier) =>
+              modifier.kind === ts.SyntaxKind.PrivateKeyword ||
+              modifier.kind === ts.SyntaxKind.ProtectedKeyword,
+          );
+          if (!hidden && !documented(member))
+            missing.push(`${where}: ${symbol.name}.${member.name.getText()}`);
+        }
+      }
+    }
+  }
+  return missing;
+}

@@ -10,17 +10,25 @@ import { requestStorage } from '../cancellation.constants.js';
 
 /** A query as `pg` takes it besides its text: `{ text, values, name, rowMode }`. */
 export interface PgQueryConfig {
+  /** The SQL text, with `$1`, `$2`... placeholders. */
   readonly text: string;
+  /** The placeholders' values. */
   readonly values?: readonly unknown[];
+  /** A prepared statement's name. */
   readonly name?: string;
+  /** `'array'`: rows as arrays instead of objects. */
   readonly rowMode?: 'array';
 }
 
 /** What a query resolves to (a subset of `pg`'s `QueryResult<R>`). */
 export interface PgQueryResult<R> {
+  /** The rows returned. */
   readonly rows: R[];
+  /** Rows returned or affected (`null` for commands that report none). */
   readonly rowCount: number | null;
+  /** The SQL command that ran (`SELECT`, `UPDATE`...). */
   readonly command: string;
+  /** The returned columns: their names and type OIDs. */
   readonly fields: ReadonlyArray<{ readonly name: string; readonly dataTypeID: number }>;
 }
 
@@ -29,12 +37,15 @@ export interface PgQueryResult<R> {
  * `pg.native` does not expose the key that a cancel request needs.
  */
 export interface PgClientLike {
+  /** `pg`'s `client.query()`; the Promise form is the one used. */
   query(query: string | PgQueryConfig, values?: unknown[]): Promise<unknown>;
 }
 
 /** A `pg.Pool`. */
 export interface PgPoolLike {
+  /** Idle clients in the pool (with `connect`, how a pool is told from a client). */
   readonly idleCount: number;
+  /** Checks a client out; it is released after the query, and destroyed if its cancellation went wrong. */
   connect(): Promise<PgClientLike & { release(destroy?: boolean): void }>;
 }
 
