@@ -27,7 +27,7 @@ async function script(command: 'start' | 'stop' | 'status'): Promise<string> {
  * A real PostgreSQL for a suite: `TEST_DATABASE_URL` if set (a server of your own; nothing is started or
  * stopped), else the one that `scripts/postgres.sh start` runs on 127.0.0.1 (started here, and stopped by
  * `stop()`, unless it was running already). Fails with the script's message when PostgreSQL is not installed:
- * run `scripts/postgres.sh install` (as root; `.ci/run` does).
+ * run `scripts/postgres.sh install` (as root; `npm test` does, through scripts/test-deps.sh).
  */
 export async function startPostgres(): Promise<TestPostgres> {
   const external = process.env.TEST_DATABASE_URL;
