@@ -1,19 +1,22 @@
-export { checkpoint } from './cancellation.checkpoint.js';
-export { RequestSignal, RequestTimeout } from './cancellation.decorators.js';
-export { CancellationError, findCancellationError, isCancellationError } from './cancellation.error.js';
-export type { CancellationKind } from './cancellation.error.js';
-export type { AxiosLikeInstance, AxiosLikeRequestConfig } from './cancellation.deadline.js';
+export { CancellationError, findCancellationError, isCancellationError } from './core/cancellation-error.js';
+export type { CancellationKind } from './core/cancellation-error.js';
+export { CancellationService } from './core/cancellation.service.js';
+export { checkpoint } from './core/checkpoint.js';
+export { RequestSignal } from './decorators/request-signal.decorator.js';
+export { RequestTimeout } from './decorators/request-timeout.decorator.js';
+export { CancellationInterceptor } from './module/cancellation.interceptor.js';
+export { CancellationModule } from './module/cancellation.module.js';
+export type {
+  CancellationAdminOptions,
+  CancellationModuleExtras,
+  CancellationModuleOptions,
+} from './module/cancellation.options.js';
+export { OutboundCancellation } from './outbound/outbound-cancellation.service.js';
+export type { AxiosLikeInstance, AxiosLikeRequestConfig } from './outbound/axios-like.js';
+export { CancellationRegistry } from './registry/cancellation-registry.service.js';
 export type {
   CancelledEvent,
   CancellationListener,
   InFlightRequest,
   SettledEvent,
-} from './cancellation.events.js';
-export { CancellationInterceptor } from './cancellation.interceptor.js';
-export { CancellationModule } from './cancellation.module.js';
-export type {
-  CancellationAdminOptions,
-  CancellationModuleExtras,
-  CancellationModuleOptions,
-} from './cancellation.options.js';
-export { CancellationService } from './cancellation.service.js';
+} from './registry/cancellation-events.types.js';

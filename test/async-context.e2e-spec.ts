@@ -17,7 +17,7 @@ import {
   RequestTimeout,
   checkpoint,
 } from 'nestjs-cancellation';
-import { requestStorage } from '../src/cancellation.constants.js';
+import { scopeStorage } from '../src/core/async-context.js';
 import { ADAPTERS, createApp, request, rootModule, startRequest, waitFor } from './utils/harness.js';
 import type { AdapterName, TestApp } from './utils/harness.js';
 
@@ -45,7 +45,7 @@ class PlainController {
       signal,
       serviceSignal: this.cancellation.signal,
       serviceRequestId: this.cancellation.requestId,
-      hadStore: requestStorage.getStore() !== undefined,
+      hadStore: scopeStorage.getStore() !== undefined,
     };
     seen.set(id, entry);
     try {
@@ -60,7 +60,7 @@ class PlainController {
 
   @Get('quick')
   quick(@RequestSignal() signal: AbortSignal): { aborted: boolean; hadStore: boolean } {
-    return { aborted: signal.aborted, hadStore: requestStorage.getStore() !== undefined };
+    return { aborted: signal.aborted, hadStore: scopeStorage.getStore() !== undefined };
   }
 
   @Get('budget/:id')

@@ -5,7 +5,8 @@ import http from 'node:http';
 import type { Socket } from 'node:net';
 import { setTimeout as delay } from 'node:timers/promises';
 import { CancellationModule, CancellationService } from 'nestjs-cancellation';
-import { CancellationLifecycle } from '../src/cancellation.lifecycle.js';
+import { InFlightRegistry } from '../src/registry/in-flight.registry.js';
+import { ConnectionTracker } from '../src/shutdown/connection-tracker.js';
 import { ADAPTERS, createApp, request, rootModule, startRequest, waitFor } from './utils/harness.js';
 import type { AdapterName, TestApp } from './utils/harness.js';
 
@@ -180,11 +181,11 @@ describe.each(ADAPTERS)('listener hygiene (%s)', (adapter: AdapterName) => {
     await waitFor(() => second.response.writableFinished);
     expect(first.response.listenerCount('close')).toBe(bareFirst.response.listenerCount('close'));
     expect(second.response.listenerCount('close')).toBe(bareFirst.response.listenerCount('close'));
-    expect(t.app.get(CancellationLifecycle).inFlightCount).toBe(0);
+    expect(t.app.get(InFlightRegistry).size).toBe(0);
   });
 
   it('is back to baseline after 300 sequential requests, some aborted, and removes every listener it added', async () => {
-    const lifecycle = t.app.get(CancellationLifecycle);
+    const registry = t.app.get(InFlightRegistry);
     const { shutdownSignal } = t.app.get(CancellationService);
     const spy = new ResponseListenerSpy();
     spy.install();
@@ -197,7 +198,7 @@ describe.each(ADAPTERS)('listener hygiene (%s)', (adapter: AdapterName) => {
           const id = tag('slow');
           const client = startRequest(t.port, `/hygiene/slow?tag=${id}`);
           await waitFor(() => slowStarted.has(id), { message: `slow request ${i} to start` });
-          expect(lifecycle.inFlightCount).toBe(1);
+          expect(registry.size).toBe(1);
           client.abort();
           await client.settled();
           aborted++;
@@ -207,7 +208,7 @@ describe.each(ADAPTERS)('listener hygiene (%s)', (adapter: AdapterName) => {
           expect(last.responseClose).toBe(baseline.responseClose);
         }
       }
-      await waitFor(() => lifecycle.inFlightCount === 0, { message: 'the registry to drain' });
+      await waitFor(() => registry.size === 0, { message: 'the registry to drain' });
     } finally {
       spy.restore();
     }
@@ -219,9 +220,9 @@ describe.each(ADAPTERS)('listener hygiene (%s)', (adapter: AdapterName) => {
     expect(last?.socketListeners).toEqual(baseline?.socketListeners);
     // No per-request listener on the application's shutdown signal.
     expect(getEventListeners(shutdownSignal, 'abort')).toHaveLength(0);
-    // The lifecycle's registry of open sockets (for the shutdown deadline) let go of the 30 closed ones:
+    // The registry of open sockets (for the shutdown deadline) let go of the 30 closed ones:
     // only the keep-alive connection is left.
-    const sockets = (lifecycle as unknown as { sockets: Map<Socket, number> }).sockets;
+    const sockets = (t.app.get(ConnectionTracker) as unknown as { sockets: Map<Socket, number> }).sockets;
     await waitFor(() => sockets.size === 1, {
       message: `the socket registry to shrink (size ${sockets.size})`,
     });

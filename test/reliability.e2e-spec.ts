@@ -27,7 +27,7 @@ import { fileURLToPath } from 'node:url';
 import { inspect } from 'node:util';
 import { CancellationModule, RequestSignal, RequestTimeout, isCancellationError } from 'nestjs-cancellation';
 import type { CancellationModuleOptions } from 'nestjs-cancellation';
-import { CancellationLifecycle } from '../src/cancellation.lifecycle.js';
+import { InFlightRegistry } from '../src/registry/in-flight.registry.js';
 import {
   ADAPTERS,
   LogCapture,
@@ -514,10 +514,10 @@ describe.each(ADAPTERS)('abort storm (%s)', (adapter) => {
       const stormMs = performance.now() - startedAt;
       agent.destroy();
 
-      const lifecycle = app.get(CancellationLifecycle);
+      const registry = app.get(InFlightRegistry);
       await waitFor(
         () =>
-          lifecycle.inFlightCount === 0 &&
+          registry.size === 0 &&
           storm.started === storm.completed + storm.cancelled + storm.failed.length,
         { timeoutMs: 5000, message: 'every handler to end and the in-flight registry to empty' },
       );
@@ -554,7 +554,7 @@ describe.each(ADAPTERS)('abort storm (%s)', (adapter) => {
       expect(storm.completed).toBeGreaterThanOrEqual(byKind.never);
       expect(storm.cancelled).toBeGreaterThan(kinds.length / 50);
 
-      expect(lifecycle.inFlightCount).toBe(0);
+      expect(registry.size).toBe(0);
       expect(problems(logs)).toEqual([]);
       // Every cancellation was a client leaving, logged at verbose level: each cancelled handler's request, and
       // at most one line per client that hung up after sending its whole request.
@@ -1007,7 +1007,7 @@ describe.each(ADAPTERS)('non-cooperative handlers (%s)', (adapter) => {
     }
     expect(closeMs).toBeLessThan(shutdownTimeoutMs);
     expect(closeMs).toBeLessThan(grace + 1000);
-    expect(t.app.get(CancellationLifecycle).inFlightCount).toBe(0);
+    expect(t.app.get(InFlightRegistry).size).toBe(0);
 
     // The work itself goes on (nothing stops code that ignores its signal); when it ends, nothing breaks.
     expect(stubborn.spinsEnded).toBe(0);
@@ -1238,7 +1238,7 @@ describe.each(ADAPTERS)('bad input (%s)', (adapter) => {
     });
     afterEach(async () => {
       if (t === undefined) return;
-      expect(t.app.get(CancellationLifecycle).inFlightCount).toBe(0);
+      expect(t.app.get(InFlightRegistry).size).toBe(0);
       await t.close();
       expect(problems(t.logs)).toEqual([]);
       t = undefined;

@@ -9,7 +9,8 @@ import {
   CancellationService,
   RequestSignal,
 } from 'nestjs-cancellation';
-import { CancellationLifecycle } from '../src/cancellation.lifecycle.js';
+import { ApplicationSignals } from '../src/shutdown/application-signals.js';
+import { CancellationShutdown } from '../src/shutdown/shutdown.service.js';
 import { ADAPTERS, createApp, request, rootModule, sleep, startRequest, waitFor } from './utils/harness.js';
 import type { AdapterName, RequestHandle, TestApp } from './utils/harness.js';
 
@@ -194,19 +195,20 @@ describe.each(ADAPTERS)('shutdown (%s)', (adapter) => {
     const id = tag();
     const client = startRequest(t.port, `/shutdown/wait?tag=${id}`);
     await waitFor(() => probe(id).started);
-    const lifecycle = t.app.get(CancellationLifecycle);
+    const shutdown = t.app.get(CancellationShutdown);
+    const signals = t.app.get(ApplicationSignals);
 
     await Promise.all([t.app.close(), t.app.close()]);
-    const reason = lifecycle.shutdownSignal.reason;
+    const reason = signals.shutdownSignal.reason;
     expect(kindOf(reason)).toBe('shutdown');
     expect((await client.response()).status).toBe(503);
 
     await expect(t.app.close()).resolves.toBeUndefined();
-    await lifecycle.beforeApplicationShutdown('SIGTERM');
-    lifecycle.onApplicationShutdown('SIGTERM');
-    lifecycle.onApplicationShutdown();
+    await shutdown.beforeApplicationShutdown('SIGTERM');
+    shutdown.onApplicationShutdown('SIGTERM');
+    shutdown.onApplicationShutdown();
     // The first shutdown's reason stays; nothing is cancelled or reported twice.
-    expect(lifecycle.shutdownSignal.reason).toBe(reason);
+    expect(signals.shutdownSignal.reason).toBe(reason);
     expect(
       t.logs.inContext('Cancellation').filter((line) => line.message.startsWith('Shutdown cancelled')),
     ).toHaveLength(1);

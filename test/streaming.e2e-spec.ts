@@ -10,7 +10,7 @@ import {
   CancellationService,
   RequestTimeout,
 } from 'nestjs-cancellation';
-import { CancellationLifecycle } from '../src/cancellation.lifecycle.js';
+import { InFlightRegistry } from '../src/registry/in-flight.registry.js';
 import { ADAPTERS, createApp, rootModule, waitFor } from './utils/harness.js';
 import type { AdapterName, TestApp } from './utils/harness.js';
 
@@ -181,8 +181,8 @@ describe.each(ADAPTERS)('streaming responses on %s', (adapter: AdapterName) => {
       const ended = await stream(testApp.port, '/stream/short').ended;
       expect(ended).toEqual({ complete: true, body: 'one\ntwo\n' });
     }
-    const lifecycle = testApp.app.get(CancellationLifecycle);
-    await waitFor(() => lifecycle.inFlightCount === 0, { message: 'the registry to empty' });
+    const registry = testApp.app.get(InFlightRegistry);
+    await waitFor(() => registry.size === 0, { message: 'the registry to empty' });
     // The scope let go of each response (it is only referenced from there while the response is open).
     for (const response of testApp.responses) {
       const scoped = Object.getOwnPropertySymbols(response).filter(

@@ -51,8 +51,8 @@ export default {
     '^nestjs-cancellation$': `${repo}/dist/cjs/index.js`,
     '^nestjs-cancellation/testing$': `${repo}/dist/cjs/testing/index.js`,
     '^(?:\\.\\./)+src/pg/index\\.js$': `${repo}/dist/cjs/pg/index.js`,
-    // Suites that reach into the library (e.g. `../src/cancellation.lifecycle.js`) get the same CommonJS copy.
-    '^(?:\\.\\./)+src/(cancellation\\.[a-z-]+)\\.js$': `${repo}/dist/cjs/$1.js`,
+    // Suites that reach into the library (e.g. `../src/registry/in-flight.registry.js`) get the same CommonJS copy.
+    '^(?:\\.\\./)+src/((?:[a-z-]+/)*[a-z.-]+)\\.js$': `${repo}/dist/cjs/$1.js`,
     '^@nestjs/(axios|common|core|microservices|platform-express|platform-fastify|platform-socket\\.io|platform-ws|testing|websockets|graphql|apollo)((?:/.*)?)$': `${modules}/@nestjs/$1$2`,
     '^(rxjs|axios|reflect-metadata|ws|graphql|@apollo/server|@as-integrations/express5)((?:/.*)?)$': `${modules}/$1$2`,
     '^(\\.{1,2}/.*)\\.js$': '$1',

@@ -3,9 +3,9 @@ import { createServer } from 'node:net';
 import type { AddressInfo, Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { requestStorage } from '../cancellation.constants.js';
-import type { RequestScope } from '../cancellation.scope.js';
-import { CancellationError } from '../cancellation.error.js';
+import { scopeStorage } from '../core/async-context.js';
+import type { ScopeState } from '../core/async-context.js';
+import { CancellationError } from '../core/cancellation-error.js';
 import { queryWithSignal } from './index.js';
 import type { PgClientLike } from './index.js';
 
@@ -146,8 +146,8 @@ describe('nestjs-cancellation/pg', () => {
     it("uses the current request's signal by default", async () => {
       const conn = client();
       const controller = new AbortController();
-      const scope = { signal: controller.signal } as unknown as RequestScope;
-      const running = requestStorage.run(scope, () => queryWithSignal(conn, 'SELECT pg_sleep(30)'));
+      const scope = { signal: controller.signal } as unknown as ScopeState;
+      const running = scopeStorage.run(scope, () => queryWithSignal(conn, 'SELECT pg_sleep(30)'));
       await new Promise((resolve) => setImmediate(resolve));
       controller.abort(new CancellationError('client-disconnected'));
       await postmaster.received;

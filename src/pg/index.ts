@@ -6,7 +6,7 @@
  */
 import { connect } from 'node:net';
 import type { Socket } from 'node:net';
-import { requestStorage } from '../cancellation.constants.js';
+import { scopeStorage } from '../core/async-context.js';
 
 /** A query as `pg` takes it besides its text: `{ text, values, name, rowMode }`. */
 export interface PgQueryConfig {
@@ -113,7 +113,7 @@ export async function queryWithSignal<R = Record<string, unknown>>(
   target: PgPoolLike | PgClientLike,
   query: string | PgQueryConfig,
   values?: readonly unknown[],
-  signal: AbortSignal | undefined = requestStorage.getStore()?.signal,
+  signal: AbortSignal | undefined = scopeStorage.getStore()?.signal,
 ): Promise<PgQueryResult<R>> {
   if (!isClient(target) && !isPool(target)) {
     throw new TypeError(

@@ -3,9 +3,11 @@ import { randomUUID } from 'node:crypto';
 import { request as httpRequest } from 'node:http';
 import type { ClientRequest, IncomingMessage, OutgoingHttpHeaders, Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import type { CancellationKind } from '../cancellation.error.js';
-import type { SettledEvent } from '../cancellation.events.js';
-import { CancellationLifecycle } from '../cancellation.lifecycle.js';
+import type { CancellationKind } from '../core/cancellation-error.js';
+import type { SettledEvent } from '../registry/cancellation-events.types.js';
+import { RESOLVED_OPTIONS } from '../module/cancellation.module-definition.js';
+import type { ResolvedCancellationOptions } from '../module/cancellation.options.js';
+import { CancellationRegistry } from '../registry/cancellation-registry.service.js';
 
 /** What `expectStopsOnHangUp()` sends, and how long it waits. */
 export interface HangUpTestOptions {
@@ -60,18 +62,19 @@ export async function expectStopsOnHangUp(
 ): Promise<HangUpTestResult> {
   const { path, method = 'GET', hangUpAfterMs = 0, settleWithinMs = 1000, startWithinMs = 5000 } = options;
   const what = `${method} ${path}`;
-  const lifecycle = app.get(CancellationLifecycle, { strict: false });
+  const registry = app.get(CancellationRegistry, { strict: false });
+  const settings = app.get<symbol, ResolvedCancellationOptions>(RESOLVED_OPTIONS, { strict: false });
   const port = await listeningPort(app);
-  const headerName = lifecycle.options.requestIdHeader;
+  const headerName = settings.requestIdHeader;
   const tag = `hang-up-test-${randomUUID()}`;
-  const known = new Set(lifecycle.list().map((request) => request.id));
+  const known = new Set(registry.inFlight().map((request) => request.id));
   const headers: OutgoingHttpHeaders = { ...options.headers };
   if (headerName !== false) headers[headerName] = tag;
   if (options.body !== undefined) headers['content-length'] = Buffer.byteLength(options.body);
 
   const settled = new Map<string, SettledEvent>();
   let onSettled: (() => void) | undefined;
-  const stopListening = lifecycle.onSettled((event) => {
+  const stopListening = registry.onSettled((event) => {
     settled.set(event.id, event);
     onSettled?.();
   });
@@ -86,8 +89,8 @@ export async function expectStopsOnHangUp(
   try {
     const id = await until(startWithinMs, () => {
       if (finished !== undefined) throw new Error(`${what} ${finished} before it could be hung up on`);
-      const entry = lifecycle
-        .list()
+      const entry = registry
+        .inFlight()
         .find((candidate) =>
           headerName !== false
             ? candidate.id === tag

@@ -10,7 +10,7 @@ import { FastifyAdapter } from '@nestjs/platform-fastify';
 import { readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { CancellationModule, CancellationService, RequestSignal } from 'nestjs-cancellation';
-import { CancellationLifecycle } from '../../../src/cancellation.lifecycle.js';
+import { CancellationShutdown } from '../../../src/shutdown/shutdown.service.js';
 
 const HERE = resolve(__dirname, '..');
 const REPO = resolve(HERE, '../..');
@@ -46,8 +46,8 @@ describe('the Nest 11 job', () => {
     expect(built.CancellationModule).toBe(CancellationModule);
     expect(built.CancellationService).toBe(CancellationService);
     // Suites that import a library file from src/ get its CommonJS build too.
-    expect(require.resolve('../../../src/cancellation.lifecycle.js')).toBe(
-      join(REPO, 'dist', 'cjs', 'cancellation.lifecycle.js'),
+    expect(require.resolve('../../../src/shutdown/shutdown.service.js')).toBe(
+      join(REPO, 'dist', 'cjs', 'shutdown', 'shutdown.service.js'),
     );
   });
 
@@ -78,9 +78,9 @@ describe('the Nest 11 job', () => {
         expect(app.get(CancellationService).shutdownSignal.aborted).toBe(false);
         // Nest injects by class identity: the library's constructor parameters resolved to this job's
         // HttpAdapterHost and Reflector, so dist/cjs required the same @nestjs/core 11 as the test.
-        const lifecycle = app.get(CancellationLifecycle) as unknown as Record<string, unknown>;
-        expect(lifecycle.adapterHost).toBeInstanceOf(HttpAdapterHost);
-        expect(lifecycle.adapterHost).toBe(app.get(HttpAdapterHost));
+        const shutdown = app.get(CancellationShutdown) as unknown as Record<string, unknown>;
+        expect(shutdown.adapterHost).toBeInstanceOf(HttpAdapterHost);
+        expect(shutdown.adapterHost).toBe(app.get(HttpAdapterHost));
         expect(app.get(Reflector)).toBeInstanceOf(Reflector);
         const response = await fetch(`${await app.getUrl()}/probe`);
         expect(response.status).toBe(200);

@@ -1,0 +1,74 @@
+import { ArgumentsHost, Catch, Inject, Logger } from '@nestjs/common';
+import type { ExceptionFilter } from '@nestjs/common';
+import { HttpAdapterHost } from '@nestjs/core';
+import { findCancellationError } from '../core/cancellation-error.js';
+import type { CancellationError } from '../core/cancellation-error.js';
+import { CancellationRuntime } from '../module/cancellation-runtime.js';
+import { isGone, outcomeOf } from './request-outcome.js';
+
+/**
+ * Express's body parser (raw-body) failing because the client hung up while sending its body: an http-errors
+ * 400 with `type: 'request.aborted'`. Nest 12 turns it into an HttpException 400, which its filter answers
+ * quietly; Nest 11 passes it on as it is, and its filter logs it as an error and answers 500 to nobody.
+ */
+function isAbortedUpload(value: unknown): boolean {
+  return (value as { type?: unknown } | null)?.type === 'request.aborted';
+}
+
+/**
+ * Matches, for `@Catch()`, any exception a cancellation caused (a `CancellationError`, an `AbortError` whose
+ * cause is one), from either copy of this package, that is not an HTTP answer yet; and a body upload the client
+ * abandoned.
+ */
+class CausedByCancellation {
+  static [Symbol.hasInstance](value: unknown): boolean {
+    // An HttpException (the 503/504/499 the interceptor answers a cancellation with, whose cause is the
+    // CancellationError) is already an answer: Nest's own filter sends it.
+    if (typeof (value as { getStatus?: unknown } | null)?.getStatus === 'function') return false;
+    return isAbortedUpload(value) || findCancellationError(value) !== undefined;
+  }
+}
+
+/**
+ * Answers a cancellation that escaped before the interceptor (a guard that rethrows its signal's abort, or
+ * calls `throwIfCancelled()`) as the interceptor would: 503 + `Retry-After` for shutdown, the timeout status,
+ * nothing for a client that is gone; logged at `verbose`, never as an error or a 500. It only claims
+ * exceptions caused by a cancellation (and Express's body parser failing on an upload its client abandoned,
+ * which Nest 11 would log as an error); every other exception goes to the application's filters as before.
+ * Outside HTTP (a gateway's or microservice's guard) the message just ends, as the interceptor ends it.
+ * @internal
+ */
+@Catch(CausedByCancellation)
+export class CancellationExceptionFilter implements ExceptionFilter {
+  private readonly logger = new Logger('Cancellation');
+
+  constructor(
+    @Inject(CancellationRuntime) private readonly runtime: CancellationRuntime,
+    @Inject(HttpAdapterHost) private readonly adapterHost: HttpAdapterHost,
+  ) {}
+
+  catch(exception: unknown, host: ArgumentsHost): void {
+    // A client that hung up during its upload: nobody to answer and, as on Nest 12 and Fastify, nothing to log.
+    if (isAbortedUpload(exception)) return;
+    const reason = findCancellationError(exception) as CancellationError;
+    const { runtime } = this;
+    if (host.getType() !== 'http') {
+      this.log(`${host.getType().toUpperCase()} message`, reason);
+      return;
+    }
+    const http = host.switchToHttp();
+    const request = http.getRequest<unknown>();
+    const { platform } = runtime;
+    this.log(`${platform.method(request)} ${platform.route(request)}`, reason);
+    const raw = platform.rawResponse(http.getResponse());
+    if (isGone(raw) || raw.headersSent) return;
+    const outcome = outcomeOf(reason, raw, runtime.options);
+    this.adapterHost.httpAdapter.reply(http.getResponse(), outcome.getResponse(), outcome.getStatus());
+  }
+
+  private log(what: string, reason: CancellationError): void {
+    if (this.runtime.options.logCancellations) {
+      this.logger.verbose(`${what} cancelled (${reason.kind}) before its handler ran`);
+    }
+  }
+}

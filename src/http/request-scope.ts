@@ -1,0 +1,284 @@
+import type { CallHandler } from '@nestjs/common';
+import type { ServerResponse } from 'node:http';
+import type { Subscriber, Unsubscribable } from 'rxjs';
+import { CancellationError, findCancellationError } from '../core/cancellation-error.js';
+import { HandlerScope } from '../core/handler-scope.js';
+import type { CancellationRuntime } from '../module/cancellation-runtime.js';
+import { requestIdOf } from '../registry/request-id.js';
+import type { TrackedWork } from '../registry/tracked-work.js';
+import { isGone, outcomeOf } from './request-outcome.js';
+import { streamSource } from './stream-source.js';
+import type { StreamSource } from './stream-source.js';
+
+/** Where a response keeps the scope of the request it answers, for the shared `'close'` listener. */
+const SCOPE = Symbol('nestjs-cancellation.scope');
+
+type ScopedResponse = ServerResponse & { [SCOPE]?: RequestScope };
+
+/**
+ * One HTTP request in flight: its cancellation reason, its AbortSignal, the subscription to the route
+ * handler's stream, and what ends it: the response closing early, the deadline, shutdown, `cancel(id)`.
+ *
+ * It is also the AsyncLocalStorage store of the request, the observer of the handler's stream and the
+ * teardown of the interceptor's stream: one object per request, so that the per-request cost stays at one
+ * allocation, one `'close'` listener and one entry in the application's in-flight registry.
+ * @internal
+ */
+export class RequestScope extends HandlerScope implements TrackedWork {
+  private timer: NodeJS.Timeout | undefined = undefined;
+  /** Listener, timer and registry entry are gone. */
+  private released = false;
+  /** The stream the handler returned (a `StreamableFile`'s, a Readable), when it returned one. */
+  private source: StreamSource | undefined = undefined;
+  /**
+   * The handler completed with a stream that the platform is now sending: the scope stays registered (shutdown
+   * ends the response and destroys the source) until the response closes.
+   */
+  private sending = false;
+  /** The handler's stream emitted a value (a Promise handler's result, an Observable's first value). */
+  private emitted = false;
+  /** The settling of the cancelled handler was reported. */
+  private settleReported = false;
+  private requestId: string | undefined = undefined;
+
+  constructor(
+    /** The platform's request object (Express `Request`, Fastify `FastifyRequest`). */
+    readonly request: unknown,
+    /** Node's response under the platform's one. */
+    readonly response: ServerResponse,
+    private readonly handler: CallHandler,
+    protected readonly runtime: CancellationRuntime,
+    /** The request's time budget in milliseconds (0: already spent), or `false` for none. */
+    readonly timeoutMs: number | false,
+    /**
+     * The handler returns a Promise (an async method): after a cancellation its subscription is kept until
+     * the Promise settles, to measure how long the work went on. An Observable is unsubscribed at once.
+     */
+    private readonly watchesSettlement: boolean,
+  ) {
+    super();
+  }
+
+  /** The request's id: from the `requestIdHeader` when valid, else generated (on first read). */
+  get id(): string {
+    return (this.requestId ??= requestIdOf(this.request, this.runtime.options.requestIdHeader));
+  }
+
+  /** The request method. */
+  get method(): string {
+    return this.runtime.platform.method(this.request);
+  }
+
+  /** The route pattern that matched, else the URL's path. */
+  get route(): string {
+    return this.runtime.platform.route(this.request);
+  }
+
+  /** Milliseconds left of the request's time budget (0 once spent); `undefined` when it has none. */
+  get remainingMs(): number | undefined {
+    return this.timeoutMs === false
+      ? undefined
+      : Math.max(0, this.startedAt + this.timeoutMs - performance.now());
+  }
+
+  /**
+   * Runs the route handler inside this scope, unless the request is already lost (the client left during
+   * guards, or shutdown began). Called once, when Nest subscribes to the interceptor's stream.
+   */
+  start(subscriber: Subscriber<unknown>): Unsubscribable {
+    this.subscriber = subscriber;
+    const response = this.response as ScopedResponse;
+    const { runtime } = this;
+    if (isGone(response)) {
+      this.cancel(new CancellationError('client-disconnected'));
+      return this;
+    }
+    if (runtime.refuses(this.response)) {
+      this.cancel(runtime.signals.drainReason());
+      return this;
+    }
+    if (this.timeoutMs === 0) {
+      // The caller's propagated budget is already spent.
+      this.cancel(new CancellationError('timeout', 'The request arrived with no time budget left'));
+      return this;
+    }
+    runtime.registry.track(this);
+    response[SCOPE] = this;
+    response.on('close', onResponseClose);
+    if (this.timeoutMs !== false) {
+      this.timer = setTimeout(onDeadline, this.timeoutMs, this);
+      this.timer.unref();
+    }
+    this.runHandler(this.handler, runtime.options.asyncContext ? this : undefined);
+    return this;
+  }
+
+  /**
+   * Cancels the request: aborts its signal with `reason`, stops listening to the handler's stream (the work
+   * itself stops where it honours the signal) and ends the interceptor's stream with the response that fits
+   * the reason. Does nothing once the request was cancelled or has ended.
+   */
+  cancel(reason: CancellationError): void {
+    if (this.reason !== undefined || this.released) return;
+    this.abort(reason);
+    if (this.sending) {
+      // The headers are out: no status can tell the client. Cutting the connection shows it the body is
+      // incomplete (ending the response would pass a truncated download off as a whole one), and the source
+      // is destroyed so that no file handle or cursor stays open. The response's 'close' releases the scope.
+      this.source?.destroy();
+      this.response.destroy();
+      this.settle();
+      return;
+    }
+    this.subscriber?.error(outcomeOf(reason, this.response, this.runtime.options));
+  }
+
+  /** Records the reason, aborts the signal (if anybody asked for it) and reports the cancellation. */
+  private abort(reason: CancellationError): void {
+    this.abortWith(reason);
+    this.runtime.events.cancelled(this, reason);
+  }
+
+  /** The handler's stream emitted: pass it on, noting a stream the platform will send as the body. */
+  protected handlerValue(value: unknown): void {
+    this.emitted = true;
+    this.source = streamSource(value);
+    this.subscriber?.next(value);
+  }
+
+  /**
+   * The handler resolved after its request was answered. A stream it returned would never be sent: destroy
+   * it, so that its file handle or cursor does not stay open.
+   */
+  protected override droppedAfterCancel(value: unknown): void {
+    streamSource(value)?.destroy();
+  }
+
+  /**
+   * The handler's stream failed. A failure caused by a cancellation (the reason itself, or e.g. the
+   * `AbortError` of `fetch` or `timers/promises` whose `cause` it is) ends like the cancellation does, never
+   * as a 500.
+   */
+  protected handlerFailed(err: unknown): void {
+    let reason = findCancellationError(err);
+    if (reason?.kind === 'client-disconnected' && !isGone(this.response)) {
+      // Another request's client left (work shared between requests, a coalesced cache fill): this client is
+      // still connected, must get an answer, and its signal must not claim that it left.
+      reason = new CancellationError('manual', 'Work this request depended on was cancelled', {
+        cause: reason,
+      });
+    }
+    if (reason === undefined && this.remainingMs === 0) {
+      // The budget is spent and the timer has not fired yet: whatever failed now (typically a downstream
+      // that was given the same deadline and gave up first) failed because time ran out.
+      reason = new CancellationError('timeout', `The request ran out of time (${this.timeoutMs} ms)`, {
+        cause: err,
+      });
+    }
+    if (reason !== undefined) {
+      this.cancel(reason);
+      return;
+    }
+    this.closeConnectionIfDraining();
+    this.subscriber?.error(err);
+  }
+
+  /** The handler's stream completed. */
+  protected handlerCompleted(): void {
+    if (this.source !== undefined && !this.response.destroyed) {
+      // The body is sent after this stream completes: keep watching the response until it closes. The time
+      // budget was for producing the answer; a download that outlasts it is not cut short.
+      this.sending = true;
+      clearTimeout(this.timer);
+      this.timer = undefined;
+    }
+    this.closeConnectionIfDraining();
+    this.subscriber?.complete();
+  }
+
+  /** While the application drains, a response (a result or an error alike) closes its keep-alive connection. */
+  private closeConnectionIfDraining(): void {
+    if (this.runtime.signals.isDraining && !this.response.headersSent)
+      this.response.setHeader('Connection', 'close');
+  }
+
+  /**
+   * Teardown of the interceptor's stream, whichever way it ends: removes the listener, the timer and the
+   * registry entry. A stream torn down from outside while the handler still runs (Nest stopping an
+   * Observable for a client that left, an outer interceptor's `timeout()`) aborts the signal as well, so
+   * that the work stops too and not only the subscription.
+   */
+  unsubscribe(): void {
+    if (this.released) return;
+    if (!this.handlerSettled && this.reason === undefined) {
+      this.abort(
+        isGone(this.response)
+          ? new CancellationError('client-disconnected')
+          : new CancellationError(
+              'manual',
+              'The response stream was unsubscribed before the handler finished',
+            ),
+      );
+    }
+    // A scope kept for a streamed body is released when the response closes.
+    const keep = this.sending;
+    if (!keep) this.released = true;
+    this.subscriber = undefined;
+    if (this.releaseHandler(this.watchesSettlement && !this.emitted)) this.runtime.registry.linger(this);
+    else if (!keep) this.settle();
+    if (!keep) this.detach();
+  }
+
+  /** The cancelled handler's Promise settled. */
+  protected override watchEnded(): void {
+    this.runtime.registry.unlinger(this);
+    this.settle();
+  }
+
+  /** Reports, once, that the handler of a cancelled request has settled. */
+  private settle(): void {
+    if (this.reason === undefined || this.settleReported) return;
+    this.settleReported = true;
+    this.runtime.events.settled(this, this.reason, performance.now() - this.abortedAt);
+  }
+
+  /** The response closed, finished or not: a scope kept for a streamed body is done. */
+  responseClosed(): void {
+    if (!this.sending || this.released) return;
+    this.released = true;
+    this.detach();
+  }
+
+  /** Removes the listener, the timer and the registry entry. */
+  private detach(): void {
+    this.source = undefined;
+    const response = this.response as ScopedResponse;
+    response.removeListener('close', onResponseClose);
+    response[SCOPE] = undefined;
+    if (this.timer !== undefined) clearTimeout(this.timer);
+    this.runtime.registry.untrack(this);
+  }
+}
+
+/**
+ * The scope of the request a platform response (Express's, or Fastify's reply, whose `raw` is Node's) answers,
+ * while its handler runs: how `@RequestSignal()` finds it without the AsyncLocalStorage store
+ * (`asyncContext: false`).
+ * @internal
+ */
+export function scopeOfResponse(response: unknown): RequestScope | undefined {
+  const candidate = response as (ScopedResponse & { raw?: ScopedResponse }) | null | undefined;
+  return candidate?.[SCOPE] ?? candidate?.raw?.[SCOPE];
+}
+
+/** One shared listener for every response: `this` is the response. */
+function onResponseClose(this: ScopedResponse): void {
+  const scope = this[SCOPE];
+  if (scope === undefined) return;
+  if (!this.writableFinished) scope.cancel(new CancellationError('client-disconnected'));
+  scope.responseClosed();
+}
+
+function onDeadline(scope: RequestScope): void {
+  scope.cancel(new CancellationError('timeout', `The request ran out of time (${scope.timeoutMs} ms)`));
+}

@@ -1,0 +1,83 @@
+import { Inject, Injectable, Logger } from '@nestjs/common';
+import type { CallHandler, ExecutionContext, NestInterceptor } from '@nestjs/common';
+import { Reflector } from '@nestjs/core';
+import type { IncomingMessage } from 'node:http';
+import { Observable } from 'rxjs';
+import { interceptResolver } from '../contexts/graphql/intercept-resolver.js';
+import { interceptMessage } from '../contexts/intercept-message.js';
+import { parseDeadlineHeader } from '../http/deadline-header.js';
+import { RequestScope } from '../http/request-scope.js';
+import { RouteBudgets } from '../http/route-budget.js';
+import { CancellationRuntime } from './cancellation-runtime.js';
+import { MAX_TIMEOUT_MS } from './options.validation.js';
+
+/**
+ * The global interceptor `CancellationModule` registers. For every HTTP request it runs the handler inside a
+ * request scope (the AsyncLocalStorage store `CancellationService` reads) and ends the handler's stream on
+ * the first of: the client disconnecting, the application shutting down, the request's deadline. A WebSocket
+ * gateway's message or a microservice's message runs in a message scope instead (its connection closing,
+ * shutdown); a GraphQL resolver runs in the scope of the HTTP request that carries its operation, shared by
+ * all the resolvers of that request; other execution contexts pass through untouched.
+ *
+ * Per request it creates the scope and one Observable; the AbortController only when somebody reads the
+ * signal, the deadline timer only for a route with a budget.
+ */
+@Injectable()
+export class CancellationInterceptor implements NestInterceptor {
+  private readonly budgets: RouteBudgets;
+  private readonly logger = new Logger('Cancellation');
+
+  constructor(
+    @Inject(CancellationRuntime) private readonly runtime: CancellationRuntime,
+    @Inject(Reflector) reflector: Reflector,
+  ) {
+    this.budgets = new RouteBudgets(reflector, runtime.options.timeoutMs);
+  }
+
+  /**
+   * Runs the handler in its request's scope: HTTP requests, GraphQL resolvers, WebSocket and microservice
+   * messages each get theirs (see the class's description).
+   */
+  intercept(context: ExecutionContext, next: CallHandler): Observable<unknown> {
+    const type = context.getType<string>();
+    const { runtime } = this;
+    if (type === 'graphql') {
+      const { timeoutMs, returnsPromise } = this.budgets.of(context);
+      return interceptResolver(context, next, runtime, timeoutMs, returnsPromise);
+    }
+    if (type !== 'http') return interceptMessage(context, next, runtime);
+    const request = context.getArgByIndex<IncomingMessage>(0);
+    const budget = this.budgets.of(context);
+    let timeoutMs = budget.timeoutMs;
+    const header = runtime.options.deadlineHeader;
+    if (header !== false) timeoutMs = this.shortenedByCaller(request, header, timeoutMs);
+    const scope = new RequestScope(
+      request,
+      runtime.platform.rawResponse(context.getArgByIndex(1)),
+      next,
+      runtime,
+      timeoutMs,
+      budget.returnsPromise,
+    );
+    return new Observable((subscriber) => scope.start(subscriber));
+  }
+
+  /**
+   * The budget the caller propagated, when it is shorter than the server's own: a header can never lengthen
+   * a server-side limit. Express's and Fastify's requests both expose Node's header object.
+   */
+  private shortenedByCaller(
+    request: IncomingMessage,
+    header: string,
+    timeoutMs: number | false,
+  ): number | false {
+    const value = request.headers[header];
+    if (value === undefined) return timeoutMs;
+    const propagated = parseDeadlineHeader(value, MAX_TIMEOUT_MS);
+    if (propagated === undefined) {
+      this.logger.debug(`Ignored a malformed ${header} header: ${JSON.stringify(value).slice(0, 64)}`);
+      return timeoutMs;
+    }
+    return timeoutMs === false ? propagated : Math.min(timeoutMs, propagated);
+  }
+}

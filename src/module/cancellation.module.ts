@@ -1,0 +1,115 @@
+import { Global, Inject, Module } from '@nestjs/common';
+import type { DynamicModule, MiddlewareConsumer, NestModule } from '@nestjs/common';
+import { APP_FILTER, APP_INTERCEPTOR, HttpAdapterHost } from '@nestjs/core';
+import { withAdmin } from '../admin/cancellation-admin.controller.js';
+import { CancellationService } from '../core/cancellation.service.js';
+import { CancellationExceptionFilter } from '../http/cancellation.filter.js';
+import { CancellationMiddleware, earlyScopeHook, uploadHook } from '../http/early-scope.hooks.js';
+import { CancellationMetrics } from '../metrics/cancellation.metrics.js';
+import { OutboundCancellation } from '../outbound/outbound-cancellation.service.js';
+import { CancellationEvents } from '../registry/cancellation-events.js';
+import { CancellationRegistry } from '../registry/cancellation-registry.service.js';
+import { InFlightRegistry } from '../registry/in-flight.registry.js';
+import { StillRunningDetector } from '../registry/still-running.detector.js';
+import { ApplicationSignals } from '../shutdown/application-signals.js';
+import { ConnectionTracker } from '../shutdown/connection-tracker.js';
+import { CancellationShutdown } from '../shutdown/shutdown.service.js';
+import { CancellationRuntime } from './cancellation-runtime.js';
+import { CancellationInterceptor } from './cancellation.interceptor.js';
+import {
+  ASYNC_OPTIONS_TYPE,
+  CANCELLATION_MODULE_OPTIONS,
+  ConfigurableModuleClass,
+  OPTIONS_TYPE,
+  RESOLVED_OPTIONS,
+} from './cancellation.module-definition.js';
+import type { CancellationModuleExtras, CancellationModuleOptions } from './cancellation.options.js';
+import { resolveOptions } from './options.validation.js';
+
+/**
+ * Makes every HTTP request of the application cancellable: import it once in the root module. It is global,
+ * registers the interceptor for every route, cancels requests in flight when the application shuts down,
+ * and provides `CancellationService`, `CancellationRegistry` and `OutboundCancellation` to every module.
+ *
+ * @example
+ * ```ts
+ * @Module({ imports: [CancellationModule.forRoot({ timeoutMs: 30_000 })] })
+ * export class AppModule {}
+ * ```
+ *
+ * `CancellationModule.forRootAsync({ imports, inject, useFactory })` takes the options from other providers
+ * (e.g. `ConfigService`). Options are validated at start-up: a wrong value stops the application with an
+ * error that names the option.
+ */
+@Global()
+@Module({
+  providers: [
+    {
+      provide: RESOLVED_OPTIONS,
+      useFactory: resolveOptions,
+      inject: [CANCELLATION_MODULE_OPTIONS],
+    },
+    ApplicationSignals,
+    ConnectionTracker,
+    StillRunningDetector,
+    InFlightRegistry,
+    CancellationEvents,
+    CancellationRuntime,
+    CancellationShutdown,
+    CancellationMetrics,
+    CancellationRegistry,
+    OutboundCancellation,
+    CancellationService,
+    { provide: APP_INTERCEPTOR, useClass: CancellationInterceptor },
+    { provide: APP_FILTER, useClass: CancellationExceptionFilter },
+  ],
+  // CancellationRuntime too, for `@UseInterceptors(CancellationInterceptor)` in any module: the gateways of
+  // Nest 11, which runs no global interceptor on them, need it.
+  exports: [CancellationService, CancellationRegistry, OutboundCancellation, CancellationRuntime],
+})
+export class CancellationModule extends ConfigurableModuleClass implements NestModule {
+  constructor(
+    @Inject(HttpAdapterHost) private readonly adapterHost: HttpAdapterHost,
+    @Inject(CancellationRuntime) private readonly runtime: CancellationRuntime,
+  ) {
+    super();
+  }
+
+  /**
+   * Opens each HTTP request's early scope before its guards run, so that a guard awaiting slow work (an auth
+   * call) can pass `CancellationService.signal` on: a middleware on Express, an `onRequest` hook on Fastify.
+   */
+  configure(consumer: MiddlewareConsumer): void {
+    // Without the store (`asyncContext: false`) nothing before the interceptor could read an early scope.
+    const early = this.runtime.options.asyncContext;
+    const adapter = this.adapterHost.httpAdapter;
+    switch (adapter?.getType()) {
+      case 'express':
+        if (early) consumer.apply(CancellationMiddleware).forRoutes('*');
+        break;
+      case 'fastify':
+        (adapter.getInstance() as { addHook(name: 'onRequest', hook: unknown): unknown }).addHook(
+          'onRequest',
+          early ? earlyScopeHook(this.runtime.signals) : uploadHook,
+        );
+        break;
+    }
+  }
+
+  /**
+   * Registers the module with static options (all optional).
+   * @param options see {@link CancellationModuleOptions}; `admin` ({@link CancellationModuleExtras}) mounts
+   * the admin controller
+   */
+  static forRoot(options: CancellationModuleOptions & CancellationModuleExtras = {}): DynamicModule {
+    return withAdmin(super.forRoot(options as typeof OPTIONS_TYPE), options.admin);
+  }
+
+  /**
+   * Registers the module with options from a factory (`useFactory` + `inject`, `useClass`, `useExisting`).
+   * `admin`, which decides whether the admin controller exists, is given here, beside the factory.
+   */
+  static forRootAsync(options: typeof ASYNC_OPTIONS_TYPE): DynamicModule {
+    return withAdmin(super.forRootAsync(options), options.admin);
+  }
+}
