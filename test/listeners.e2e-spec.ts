@@ -72,7 +72,7 @@ class BareController {
 }
 
 /**
- * Records the `'close'` listeners that the library (code in `src/cancellation.scope.ts`) adds to and removes
+ * Records the `'close'` listeners that the library (code in `src/http/request-scope.ts`) adds to and removes
  * from `ServerResponse`s, by wrapping `on` and `removeListener` of `ServerResponse.prototype`.
  */
 class ResponseListenerSpy {
@@ -114,7 +114,7 @@ class ResponseListenerSpy {
       event: string | symbol,
       listener: (...args: unknown[]) => void,
     ) {
-      if (event === 'close' && new Error().stack?.includes('cancellation.scope'))
+      if (event === 'close' && new Error().stack?.includes('request-scope'))
         calls.push({ response: this, listener });
       return original.call(this, event, listener);
     };
