@@ -517,8 +517,7 @@ describe.each(ADAPTERS)('abort storm (%s)', (adapter) => {
       const registry = app.get(InFlightRegistry);
       await waitFor(
         () =>
-          registry.size === 0 &&
-          storm.started === storm.completed + storm.cancelled + storm.failed.length,
+          registry.size === 0 && storm.started === storm.completed + storm.cancelled + storm.failed.length,
         { timeoutMs: 5000, message: 'every handler to end and the in-flight registry to empty' },
       );
       await until(async () => (await connectionCount(app)) === 0, {

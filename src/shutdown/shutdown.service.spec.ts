@@ -89,10 +89,7 @@ interface FakeScope {
 }
 
 /** A request in flight that, like the real one, leaves the registry when it is cancelled. */
-function trackedScope(
-  lifecycle: Lifecycle,
-  check?: (reason: CancellationError) => void,
-): FakeScope {
+function trackedScope(lifecycle: Lifecycle, check?: (reason: CancellationError) => void): FakeScope {
   const cancel = jest.fn((reason: CancellationError) => {
     check?.(reason);
     lifecycle.untrack(scope);

@@ -7,7 +7,11 @@ import { RequestScope } from '../../http/request-scope.js';
 import type { CancellationRuntime } from '../../module/cancellation-runtime.js';
 import { MAX_TIMEOUT_MS } from '../../module/options.validation.js';
 import { GraphQLCancellationError } from './graphql-cancellation.error.js';
-import type { ResolverRun } from './resolver-run.js';
+
+/** A resolver running in a request: what the request's cancellation fails at once. */
+interface RunningResolver {
+  cancel(reason: CancellationError): void;
+}
 
 /**
  * The GraphQL request each response answers, found again by every resolver after the first. An entry outlives
@@ -33,7 +37,7 @@ const requests = new WeakMap<ServerResponse, GraphQLRequestScope>();
  */
 export class GraphQLRequestScope extends RequestScope {
   /** The resolvers of this request whose stream is open (or, after a cancellation, still running). */
-  private readonly running = new Set<ResolverRun>();
+  private readonly running = new Set<RunningResolver>();
   private readonly work: Subject<never>;
   /** `performance.now()` at which the budget runs out; `Infinity` while there is none. */
   private deadline = Infinity;
@@ -41,22 +45,14 @@ export class GraphQLRequestScope extends RequestScope {
   private budgetMs = 0;
   private deadlineTimer: NodeJS.Timeout | undefined = undefined;
 
-  private constructor(
-    request: object,
-    response: ServerResponse,
-    runtime: CancellationRuntime,
-  ) {
+  private constructor(request: object, response: ServerResponse, runtime: CancellationRuntime) {
     const work = new Subject<never>();
     super(request, response, { handle: () => work }, runtime, false, true);
     this.work = work;
   }
 
   /** The scope of the request `response` answers: created, tracked and listened to by its first resolver. */
-  static of(
-    request: object,
-    response: ServerResponse,
-    runtime: CancellationRuntime,
-  ): GraphQLRequestScope {
+  static of(request: object, response: ServerResponse, runtime: CancellationRuntime): GraphQLRequestScope {
     let scope = requests.get(response);
     if (scope === undefined) {
       scope = new GraphQLRequestScope(request, response, runtime);
@@ -105,7 +101,7 @@ export class GraphQLRequestScope extends RequestScope {
   }
 
   /** A resolver of this request starts. */
-  add(run: ResolverRun): void {
+  add(run: RunningResolver): void {
     this.running.add(run);
   }
 
@@ -113,7 +109,7 @@ export class GraphQLRequestScope extends RequestScope {
    * A resolver's stream has ended (or, after a cancellation, its work has settled). The last one of a
    * cancelled request ends the request's work.
    */
-  resolverEnded(run: ResolverRun): void {
+  resolverEnded(run: RunningResolver): void {
     this.running.delete(run);
     if (this.reason !== undefined) {
       if (this.running.size === 0) this.work.complete();
@@ -181,4 +177,3 @@ export class GraphQLRequestScope extends RequestScope {
 function onDeadline(scope: GraphQLRequestScope): void {
   scope.cancel(new CancellationError('timeout', scope.timeoutMessage()));
 }
-
