@@ -1,20 +1,34 @@
 import 'reflect-metadata';
 import type { INestApplication } from '@nestjs/common';
+import { Logger } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import { ExpressAdapter } from '@nestjs/platform-express';
 import { FastifyAdapter } from '@nestjs/platform-fastify';
-import { readFileSync } from 'node:fs';
+import { readFileSync, readdirSync } from 'node:fs';
 import { createServer, request } from 'node:http';
+import { connect } from 'node:net';
 import type { AddressInfo } from 'node:net';
+import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
-import { AppModule } from './readme/quick-start.js';
+import { AppModule } from './readme/quick-start/app.module.js';
 import { expectStopsOnHangUp } from 'nestjs-cancellation/testing';
 import { CancellationAudit, OperatedAppModule } from './readme/operator.js';
 import { AsyncConfiguredModule, RecipesModule, ReportScheduler } from './readme/recipes.js';
+import { LogCapture } from './utils/harness.js';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
-const readme = readFileSync(`${root}README.md`, 'utf8');
+
+/** The README and every page of docs/, as paths from the repository's root (what links and snippets use). */
+const pages = [
+  'README.md',
+  ...readdirSync(`${root}docs`)
+    .filter((name) => name.endsWith('.md'))
+    .sort()
+    .map((name) => `docs/${name}`),
+];
+const markdown = new Map(pages.map((page) => [page, readFileSync(`${root}${page}`, 'utf8')]));
+const readme = markdown.get('README.md') ?? '';
 
 /** The code between `// #region name` and `// #endregion name` of a file. */
 function region(file: string, name: string): string {
@@ -28,20 +42,88 @@ function region(file: string, name: string): string {
   return lines.map((l) => l.slice(indent)).join('\n');
 }
 
-describe('README', () => {
-  const snippets = [...readme.matchAll(/<!-- snippet: (\S+)#(\S+) -->\n\n?```ts\n([\s\S]*?)\n```/g)];
+/**
+ * The blocks marked `<!-- snippet: file#name -->`: [block, file, name, code]. A block ends at the first line
+ * that is exactly ``` (as in scripts/sync-readme.mjs), so an empty block cannot reach into the next one.
+ */
+function snippets(text: string): RegExpMatchArray[] {
+  return [...text.matchAll(/<!-- snippet: (\S+)#(\S+) -->\n\n?```ts\n([\s\S]*?)\n?^```$/gm)];
+}
 
-  it('shows working code within its first 20 lines', () => {
+/** The text outside fenced code blocks, line by line. */
+function proseLines(text: string): string[] {
+  let fenced = false;
+  return text.split('\n').filter((line) => {
+    if (/^\s*```/.test(line)) fenced = !fenced;
+    return !fenced && !/^\s*```/.test(line);
+  });
+}
+
+/** The anchors GitHub gives a page's headings (as github-slugger: lower case, no punctuation, `-`s). */
+function anchors(text: string): Set<string> {
+  const seen = new Map<string, number>();
+  const result = new Set<string>();
+  for (const line of proseLines(text)) {
+    const heading = /^#{1,6} (.+)$/.exec(line);
+    if (!heading) continue;
+    const base = heading[1]
+      .trim()
+      .toLowerCase()
+      .replace(/[^\p{L}\p{M}\p{N}\p{Pc} -]/gu, '')
+      .replace(/ /g, '-');
+    const count = seen.get(base) ?? 0;
+    seen.set(base, count + 1);
+    result.add(count === 0 ? base : `${base}-${count}`);
+  }
+  return result;
+}
+
+describe('README and docs/', () => {
+  it('the README shows working code within its first 20 lines, main.ts with enableShutdownHooks()', () => {
     const firstBlock = readme.indexOf('```ts');
     expect(readme.slice(0, firstBlock).split('\n').length).toBeLessThanOrEqual(20);
-    expect(snippets[0]?.[2]).toBe('quick-start');
+    const [appModule, main] = snippets(readme);
+    expect(appModule?.[2]).toBe('quick-start');
+    expect(main?.[2]).toBe('main');
+    expect(main?.[3]).toContain('app.enableShutdownHooks();');
   });
 
-  it('copies every example exactly from code that this suite runs', () => {
-    expect(snippets.length).toBeGreaterThanOrEqual(5);
-    for (const [, file, name, code] of snippets) {
-      expect({ name, code }).toEqual({ name, code: region(file, name) });
+  it("the README stays a newcomer's page: under 400 lines, linking every page of docs/", () => {
+    expect(readme.split('\n').length).toBeLessThan(400);
+    for (const page of pages.slice(1)) expect(readme).toContain(`](${page}`);
+  });
+
+  it('shows at least five checked examples in the README', () => {
+    expect(snippets(readme).length).toBeGreaterThanOrEqual(5);
+  });
+
+  it.each(pages)('%s copies every example exactly from code that a test suite runs', (page) => {
+    for (const [, file, name, code] of snippets(markdown.get(page) ?? '')) {
+      expect(file).toMatch(/^test\//);
+      expect({ page, name, code }).toEqual({ page, name, code: region(file, name) });
     }
+  });
+
+  it.each(pages)('%s has no TypeScript block that is not a checked copy', (page) => {
+    const text = markdown.get(page) ?? '';
+    const blocks = text.split('\n').filter((line) => /^\s*```ts\s*$/.test(line)).length;
+    expect(blocks).toBe(snippets(text).length);
+  });
+
+  it.each(pages)('%s links only to pages and headings that exist', (page) => {
+    const broken: string[] = [];
+    for (const line of proseLines(markdown.get(page) ?? '')) {
+      for (const [, target] of line.matchAll(/\]\(([^)\s]+)\)/g)) {
+        if (/^[a-z]+:/.test(target)) continue; // https:, mailto:
+        const [file, anchor] = target.split('#');
+        const linked =
+          file === '' ? page : path.posix.normalize(path.posix.join(path.posix.dirname(page), file));
+        const text = markdown.get(linked) ?? safeRead(linked);
+        if (text === undefined) broken.push(target);
+        else if (anchor !== undefined && !anchors(text).has(anchor)) broken.push(target);
+      }
+    }
+    expect(broken).toEqual([]);
   });
 
   it('shows both set-up commands', () => {
@@ -50,15 +132,85 @@ describe('README', () => {
   });
 });
 
+/** A file of the repository linked from the docs (a folder or a source file), or undefined when missing. */
+function safeRead(file: string): string | undefined {
+  try {
+    readdirSync(`${root}${file}`);
+    return '';
+  } catch {
+    try {
+      return readFileSync(`${root}${file}`, 'utf8');
+    } catch {
+      return undefined;
+    }
+  }
+}
+
+/**
+ * main.ts as the quick start shows it, on Nest's default platform (Express). Jest gives each suite a copy of
+ * `process` that no OS signal reaches, so the test emits SIGTERM on it as Node does when the signal
+ * arrives, and stands in for the `process.kill()` with which Nest re-raises the signal once the app is
+ * closed (it would end Jest itself).
+ */
+describe('README quick start main.ts', () => {
+  it('listens for SIGTERM; SIGTERM answers the request in flight 503 and closes the app', async () => {
+    const port = await freePort();
+    const reRaised: string[] = [];
+    const kill = process.kill;
+    process.kill = ((pid: number, signal?: string | number) => {
+      if (pid !== process.pid) return kill.call(process, pid, signal);
+      reRaised.push(String(signal));
+      return true;
+    }) as typeof process.kill;
+    process.env.PORT = String(port);
+    Logger.overrideLogger(false); // main.ts creates the app with Nest's default logger
+    try {
+      await import('./readme/quick-start/main.js'); // calls bootstrap()
+      await waitForPort(port, true);
+      expect(process.listenerCount('SIGTERM')).toBe(1); // enableShutdownHooks()
+      const url = `http://127.0.0.1:${port}`;
+      expect(await hangUpAfter(`${url}/reports`, 100)).toBe('hung up');
+
+      const pending = fetch(`${url}/reports`);
+      await sleep(100);
+      const signalled = Date.now();
+      process.emit('SIGTERM', 'SIGTERM');
+      const res = await pending;
+      expect(res.status).toBe(503);
+      expect(res.headers.get('retry-after')).toBe('1');
+      expect(res.headers.get('connection')).toBe('close');
+      // Nest re-raises the signal once app.close() has finished: the app did not wait for the 5 s of work.
+      await closed();
+      expect(reRaised).toEqual(['SIGTERM']);
+      expect(Date.now() - signalled).toBeLessThan(1_500);
+      await waitForPort(port, false);
+    } finally {
+      // Had the test failed before the signal, the app would still run: close it the same way.
+      if (reRaised.length === 0 && process.listenerCount('SIGTERM') > 0) {
+        process.emit('SIGTERM', 'SIGTERM');
+        await closed();
+      }
+      process.kill = kill;
+      delete process.env.PORT;
+    }
+
+    async function closed(): Promise<void> {
+      for (const until = Date.now() + 5_000; reRaised.length === 0 && Date.now() < until;) await sleep(10);
+    }
+  });
+});
+
 describe.each(['express', 'fastify'] as const)('README examples on %s', (adapter) => {
   let app: INestApplication;
   let url: string;
+  let logs: LogCapture | undefined;
 
   async function start(module: unknown): Promise<void> {
+    logs = new LogCapture();
     app = await NestFactory.create(
       module as never,
       adapter === 'express' ? new ExpressAdapter() : new FastifyAdapter(),
-      { logger: false },
+      { logger: logs },
     );
     await app.listen(0, '127.0.0.1');
     url = (await app.getUrl()).replace('[::1]', '127.0.0.1');
@@ -66,6 +218,9 @@ describe.each(['express', 'fastify'] as const)('README examples on %s', (adapter
 
   afterEach(async () => {
     await app?.close();
+    // Every example answers its cancellations as such: nothing is logged at error level.
+    expect(logs?.errors ?? []).toEqual([]);
+    logs = undefined;
   });
 
   it('quick start: a hang-up stops the work; a shutdown answers 503', async () => {
@@ -113,6 +268,12 @@ describe.each(['express', 'fastify'] as const)('README examples on %s', (adapter
     expect(Date.now() - closing).toBeLessThan(1_500);
     await sleep(150);
     expect(scheduler.running).toBe(0); // and the interval started no new one
+  });
+
+  it('recipes: a cancellation caught and rethrown is answered as one (504), not logged', async () => {
+    await start(RecipesModule);
+    const res = await fetch(`${url}/stock?upstream=${upstreamUrl}`);
+    expect(res.status).toBe(504);
   });
 
   it('recipes: a child process runs to completion when nothing cancels it', async () => {
@@ -198,3 +359,28 @@ afterAll(async () => {
   upstream.closeAllConnections();
   await new Promise((resolve) => upstream.close(resolve));
 });
+
+/** A port of 127.0.0.1 that nothing listens on at the moment. */
+async function freePort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as AddressInfo;
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}
+
+/** Waits until a TCP connection to the port succeeds (`open`) or is refused (`!open`). */
+async function waitForPort(port: number, open: boolean): Promise<void> {
+  for (const deadline = Date.now() + 5_000; Date.now() < deadline; await sleep(20)) {
+    const connected = await new Promise<boolean>((resolve) => {
+      const socket = connect(port, '127.0.0.1');
+      socket.once('connect', () => {
+        socket.destroy();
+        resolve(true);
+      });
+      socket.once('error', () => resolve(false));
+    });
+    if (connected === open) return;
+  }
+  throw new Error(`port ${port} still ${open ? 'closed' : 'open'} after 5 s`);
+}

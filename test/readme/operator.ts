@@ -1,5 +1,5 @@
-// The README's operator recipes, verbatim between the region markers: test/readme.e2e-spec.ts checks each copy
-// and runs the code against a real server.
+// The examples of docs/operator-tools.md, verbatim between the region markers: test/readme.e2e-spec.ts checks
+// each copy and runs the code against a real server.
 import { Controller, Get, Injectable, Module } from '@nestjs/common';
 import type { CanActivate, ExecutionContext, OnModuleInit } from '@nestjs/common';
 import { setTimeout as sleep } from 'node:timers/promises';

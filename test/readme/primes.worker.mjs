@@ -1,5 +1,5 @@
-// The worker of the README's worker-thread recipe (test/readme/real-work.ts): plain JavaScript, so that the
-// worker thread loads it as it is (Jest's transform does not reach into worker threads).
+// The worker of the worker-thread recipe in docs/recipes.md (test/readme/real-work.ts): plain JavaScript, so
+// that the worker thread loads it as it is (Jest's transform does not reach into worker threads).
 
 // #region worker
 // primes.worker.mjs: runs in a worker thread. No checkpoint() needed: piscina stops a cancelled task by

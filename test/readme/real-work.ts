@@ -1,5 +1,6 @@
-// The README's "Cancelling real work" recipes, verbatim between the region markers. test/downstream.e2e-spec.ts
-// runs them against a real PostgreSQL, a real piscina pool and real child processes, on Express and Fastify.
+// The recipes of docs/recipes.md (cancelling real work), verbatim between the region markers.
+// test/downstream.e2e-spec.ts runs them against a real PostgreSQL, a real piscina pool and real child
+// processes, on Express and Fastify; test/readme.e2e-spec.ts checks each copy.
 import { Inject, Injectable, Logger, Module } from '@nestjs/common';
 import type { OnApplicationShutdown } from '@nestjs/common';
 import { execFile } from 'node:child_process';

@@ -1,6 +1,6 @@
-// The README's recipes, verbatim between the region markers: test/readme.e2e-spec.ts checks each copy and
-// runs the code against a real server.
-import { Controller, Get, Injectable, Module, Query } from '@nestjs/common';
+// The recipes of the README and of docs/*.md, verbatim between the region markers: test/readme.e2e-spec.ts
+// checks each copy and runs the code against a real server.
+import { Controller, Get, Injectable, Logger, Module, Query } from '@nestjs/common';
 import type { OnApplicationBootstrap } from '@nestjs/common';
 import { execFile } from 'node:child_process';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -11,6 +11,7 @@ import {
   RequestSignal,
   RequestTimeout,
   checkpoint,
+  isCancellationError,
 } from 'nestjs-cancellation';
 
 const execFileAsync = promisify(execFile);
@@ -27,6 +28,26 @@ export class PricesService {
   }
 }
 // #endregion service
+
+@Injectable()
+export class StockService {
+  private readonly logger = new Logger(StockService.name);
+
+  constructor(private readonly cancellation: CancellationService) {}
+
+  async level(url: string): Promise<unknown> {
+    const signal = this.cancellation.signal;
+    // #region is-cancellation-error
+    try {
+      const res = await fetch(url, { signal });
+      return await res.json();
+    } catch (err) {
+      if (!isCancellationError(err)) this.logger.error(err);
+      throw err; // answered as the cancellation it is: 503, 504, or nothing for a client that left
+    }
+    // #endregion is-cancellation-error
+  }
+}
 
 // #region cpu-loop
 export async function countPrimes(limit: number): Promise<number> {
@@ -64,6 +85,7 @@ export class RecipesController {
   constructor(
     private readonly prices: PricesService,
     private readonly archive: ArchiveService,
+    private readonly stock: StockService,
   ) {}
 
   @Get('quote')
@@ -74,6 +96,12 @@ export class RecipesController {
   @Get('primes')
   async primes(@Query('limit') limit: string) {
     return { count: await countPrimes(Number(limit)) };
+  }
+
+  @Get('stock')
+  @RequestTimeout(200)
+  stockLevel(@Query('upstream') upstream: string) {
+    return this.stock.level(upstream);
   }
 
   @Get('checksum')
@@ -129,7 +157,7 @@ export class ReportScheduler implements OnApplicationBootstrap {
     }),
   ],
   controllers: [RecipesController],
-  providers: [PricesService, ArchiveService, ReportScheduler],
+  providers: [PricesService, ArchiveService, StockService, ReportScheduler],
 })
 export class RecipesModule {}
 // #endregion module

@@ -1,6 +1,7 @@
-// The README's quick start, verbatim between the region markers: test/readme.e2e-spec.ts checks the copy and
-// runs this code against a real server.
+// The README's quick start (with main.ts beside it), verbatim between the region markers:
+// test/readme.e2e-spec.ts checks the copy and runs this code against a real server.
 // #region quick-start
+// app.module.ts
 import { Controller, Get, Module } from '@nestjs/common';
 import { setTimeout } from 'node:timers/promises';
 import { CancellationModule, RequestSignal } from 'nestjs-cancellation';
