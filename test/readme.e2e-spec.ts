@@ -14,7 +14,7 @@ import { fileURLToPath } from 'node:url';
 import { AppModule } from './readme/quick-start/app.module.js';
 import { expectStopsOnHangUp } from 'nestjs-cancellation/testing';
 import { CancellationAudit, OperatedAppModule } from './readme/operator.js';
-import { AsyncConfiguredModule, RecipesModule, ReportScheduler } from './readme/recipes.js';
+import { AsyncConfiguredModule, OutboundModule, RecipesModule, ReportScheduler } from './readme/recipes.js';
 import { LogCapture } from './utils/harness.js';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
@@ -275,6 +275,27 @@ describe.each(['express', 'fastify'] as const)('README examples on %s', (adapter
     const res = await fetch(`${url}/stock?upstream=${upstreamUrl}`);
     expect(res.status).toBe(504);
   });
+
+  it.each(['fetch', 'axios'])(
+    'outbound (%s): the call carries the remaining budget and stops with the request (504)',
+    async (client) => {
+      const seen = new Promise<{ budget: unknown; closed: Promise<void> }>((resolve) => {
+        upstream.once('request', (req) =>
+          resolve({
+            budget: req.headers['x-request-timeout-ms'],
+            closed: new Promise((closed) => req.on('close', () => closed())),
+          }),
+        );
+      });
+      await start(OutboundModule);
+      const res = await fetch(`${url}/inventory/${client}?upstream=${upstreamUrl}`);
+      expect(res.status).toBe(504);
+      const { budget, closed } = await seen;
+      expect(Number(budget)).toBeGreaterThan(0);
+      expect(Number(budget)).toBeLessThanOrEqual(300);
+      await closed; // the upstream saw its client leave
+    },
+  );
 
   it('recipes: a child process runs to completion when nothing cancels it', async () => {
     await start(RecipesModule);

@@ -3,7 +3,7 @@
 import { Controller, Get, Injectable, Module } from '@nestjs/common';
 import type { CanActivate, ExecutionContext, OnModuleInit } from '@nestjs/common';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { CancellationModule, CancellationService, RequestSignal } from 'nestjs-cancellation';
+import { CancellationModule, CancellationRegistry, RequestSignal } from 'nestjs-cancellation';
 import type { SettledEvent } from 'nestjs-cancellation';
 
 @Controller('exports')
@@ -20,11 +20,11 @@ export class ExportsController {
 export class CancellationAudit implements OnModuleInit {
   readonly stubborn: SettledEvent[] = [];
 
-  constructor(private readonly cancellation: CancellationService) {}
+  constructor(private readonly registry: CancellationRegistry) {}
 
   onModuleInit() {
     // Handlers that went on for more than a second after their request was cancelled: work done for nobody.
-    this.cancellation.onSettled((event) => {
+    this.registry.onSettled((event) => {
       if (event.settledAfterMs > 1_000) this.stubborn.push(event);
     });
   }

@@ -1,13 +1,16 @@
 // The recipes of the README and of docs/*.md, verbatim between the region markers: test/readme.e2e-spec.ts
 // checks each copy and runs the code against a real server.
+import { HttpModule, HttpService } from '@nestjs/axios';
 import { Controller, Get, Injectable, Logger, Module, Query } from '@nestjs/common';
-import type { OnApplicationBootstrap } from '@nestjs/common';
+import type { OnApplicationBootstrap, OnModuleInit } from '@nestjs/common';
 import { execFile } from 'node:child_process';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
+import { firstValueFrom } from 'rxjs';
 import {
   CancellationModule,
   CancellationService,
+  OutboundCancellation,
   RequestSignal,
   RequestTimeout,
   checkpoint,
@@ -179,3 +182,51 @@ export class SettingsModule {}
 })
 export class AsyncConfiguredModule {}
 // #endregion for-root-async
+
+// #region outbound
+@Injectable()
+export class InventoryClient implements OnModuleInit {
+  constructor(
+    private readonly outbound: OutboundCancellation,
+    private readonly http: HttpService,
+  ) {}
+
+  onModuleInit() {
+    // Every call of this axios instance now carries the request's signal and what is left of its budget.
+    this.outbound.instrumentAxios(this.http.axiosRef);
+  }
+
+  // fetch() that aborts with the request and sends its remaining budget in `deadlineHeader`.
+  viaFetch(url: string): Promise<unknown> {
+    return this.outbound.fetch(url).then((res) => res.json());
+  }
+
+  viaAxios(url: string): Promise<unknown> {
+    return firstValueFrom(this.http.get<unknown>(url)).then((res) => res.data);
+  }
+}
+// #endregion outbound
+
+@Controller('inventory')
+export class InventoryController {
+  constructor(private readonly inventory: InventoryClient) {}
+
+  @Get('fetch')
+  @RequestTimeout(300)
+  viaFetch(@Query('upstream') upstream: string) {
+    return this.inventory.viaFetch(upstream);
+  }
+
+  @Get('axios')
+  @RequestTimeout(300)
+  viaAxios(@Query('upstream') upstream: string) {
+    return this.inventory.viaAxios(upstream);
+  }
+}
+
+@Module({
+  imports: [CancellationModule.forRoot({ deadlineHeader: 'x-request-timeout-ms' }), HttpModule],
+  controllers: [InventoryController],
+  providers: [InventoryClient],
+})
+export class OutboundModule {}
