@@ -4,6 +4,13 @@ export { CancellationService } from './core/cancellation.service.js';
 export { checkpoint } from './core/checkpoint.js';
 export { RequestSignal } from './decorators/request-signal.decorator.js';
 export { RequestTimeout } from './decorators/request-timeout.decorator.js';
+export {
+  CancellationException,
+  ClientClosedRequestException,
+  DeadlineExceededException,
+  RequestCancelledException,
+  ServiceShuttingDownException,
+} from './http/outcome-exceptions.js';
 export { CancellationInterceptor } from './module/cancellation.interceptor.js';
 export { CancellationModule } from './module/cancellation.module.js';
 export type {

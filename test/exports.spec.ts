@@ -1,4 +1,5 @@
 import 'reflect-metadata';
+import { HttpException } from '@nestjs/common';
 import { fileURLToPath } from 'node:url';
 import ts from 'typescript';
 import * as publicApi from '../src/index.js';
@@ -14,13 +15,18 @@ const ENTRY_POINTS = ['../src/index.ts', '../src/testing/index.ts', '../src/pg/i
  */
 const EXPECTED: Record<string, 'class' | 'function'> = {
   CancellationError: 'class',
+  CancellationException: 'class',
   CancellationInterceptor: 'class',
   CancellationModule: 'class',
   CancellationRegistry: 'class',
   CancellationService: 'class',
+  ClientClosedRequestException: 'class',
+  DeadlineExceededException: 'class',
   OutboundCancellation: 'class',
+  RequestCancelledException: 'class',
   RequestSignal: 'function',
   RequestTimeout: 'function',
+  ServiceShuttingDownException: 'class',
   checkpoint: 'function',
   findCancellationError: 'function',
   isCancellationError: 'function',
@@ -46,6 +52,36 @@ describe('public surface of nestjs-cancellation', () => {
     expect(publicApi.isCancellationError(err)).toBe(true);
     expect(typeof publicApi.CancellationModule.forRoot).toBe('function');
     expect(typeof publicApi.CancellationModule.forRootAsync).toBe('function');
+  });
+
+  it('exports the outcome exceptions: HttpExceptions that carry the CancellationError', () => {
+    const shutdown = new publicApi.CancellationError('shutdown');
+    const outcomes = [
+      [
+        new publicApi.ClientClosedRequestException(new publicApi.CancellationError('client-disconnected')),
+        499,
+      ],
+      [new publicApi.ServiceShuttingDownException(shutdown, 5), 503],
+      [new publicApi.DeadlineExceededException(new publicApi.CancellationError('timeout'), 504), 504],
+      [new publicApi.DeadlineExceededException(new publicApi.CancellationError('timeout'), 408), 408],
+      [new publicApi.RequestCancelledException(new publicApi.CancellationError('manual', 'by hand')), 503],
+    ] as const;
+    for (const [exception, status] of outcomes) {
+      expect(exception).toBeInstanceOf(publicApi.CancellationException);
+      expect(exception).toBeInstanceOf(HttpException);
+      expect(exception.getStatus()).toBe(status);
+      expect(exception.cause).toBe(exception.reason);
+      expect(exception.kind).toBe(exception.reason.kind);
+      expect(exception.getResponse()).toMatchObject({
+        statusCode: status,
+        message: exception.reason.message,
+      });
+      expect(publicApi.isCancellationError(exception)).toBe(true);
+    }
+    expect(new publicApi.ServiceShuttingDownException(shutdown, 5).retryAfterSeconds).toBe(5);
+    expect(
+      new publicApi.RequestCancelledException(new publicApi.CancellationError('manual', 'by hand')).message,
+    ).toBe('by hand');
   });
 
   it('documents every exported symbol and every public member of its classes and interfaces (JSDoc)', () => {

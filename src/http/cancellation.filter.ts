@@ -1,6 +1,9 @@
 import { ArgumentsHost, Catch, Inject, Logger } from '@nestjs/common';
 import type { ExceptionFilter } from '@nestjs/common';
 import { HttpAdapterHost } from '@nestjs/core';
+import type { ApplicationConfig } from '@nestjs/core';
+import { EMPTY } from 'rxjs';
+import type { Observable } from 'rxjs';
 import { findCancellationError } from '../core/cancellation-error.js';
 import type { CancellationError } from '../core/cancellation-error.js';
 import { CancellationRuntime } from '../module/cancellation-runtime.js';
@@ -35,7 +38,9 @@ class CausedByCancellation {
  * nothing for a client that is gone; logged at `verbose`, never as an error or a 500. It only claims
  * exceptions caused by a cancellation (and Express's body parser failing on an upload its client abandoned,
  * which Nest 11 would log as an error); every other exception goes to the application's filters as before.
- * Outside HTTP (a gateway's or microservice's guard) the message just ends, as the interceptor ends it.
+ * Outside HTTP (a gateway's or microservice's guard) the message just ends, as the interceptor ends it: a
+ * microservice's with an empty stream, which Nest's RPC exception handler takes as the answer (given nothing,
+ * it would log the exception as an error).
  * @internal
  */
 @Catch(CausedByCancellation)
@@ -47,23 +52,25 @@ export class CancellationExceptionFilter implements ExceptionFilter {
     @Inject(HttpAdapterHost) private readonly adapterHost: HttpAdapterHost,
   ) {}
 
-  catch(exception: unknown, host: ArgumentsHost): void {
+  catch(exception: unknown, host: ArgumentsHost): Observable<never> | undefined {
     // A client that hung up during its upload: nobody to answer and, as on Nest 12 and Fastify, nothing to log.
-    if (isAbortedUpload(exception)) return;
+    if (isAbortedUpload(exception)) return undefined;
     const reason = findCancellationError(exception) as CancellationError;
     const { runtime } = this;
-    if (host.getType() !== 'http') {
-      this.log(`${host.getType().toUpperCase()} message`, reason);
-      return;
+    const type = host.getType<string>();
+    if (type !== 'http') {
+      this.log(`${type.toUpperCase()} message`, reason);
+      return type === 'rpc' ? EMPTY : undefined;
     }
     const http = host.switchToHttp();
     const request = http.getRequest<unknown>();
     const { platform } = runtime;
     this.log(`${platform.method(request)} ${platform.route(request)}`, reason);
     const raw = platform.rawResponse(http.getResponse());
-    if (isGone(raw) || raw.headersSent) return;
+    if (isGone(raw) || raw.headersSent) return undefined;
     const outcome = outcomeOf(reason, raw, runtime.options);
     this.adapterHost.httpAdapter.reply(http.getResponse(), outcome.getResponse(), outcome.getStatus());
+    return undefined;
   }
 
   private log(what: string, reason: CancellationError): void {
@@ -71,4 +78,20 @@ export class CancellationExceptionFilter implements ExceptionFilter {
       this.logger.verbose(`${what} cancelled (${reason.kind}) before its handler ran`);
     }
   }
+}
+
+/**
+ * Makes the module's filter the first global filter Nest tries. Nest tries the filters an application gives
+ * `app.useGlobalFilters()` before those of `APP_FILTER` providers (the last one registered first), so that an
+ * application's catch-all filter would see a guard's cancellation before this one and answer it 500. Called
+ * when the module configures its middleware: after the application registered its own global filters (before
+ * `listen()` or `init()`), before Nest builds each route's filters. A filter bound to a controller or a handler
+ * with `@UseFilters()` is still tried first, as Nest always does.
+ * @internal
+ */
+export function tryFirst(config: ApplicationConfig): void {
+  const filters = config.getGlobalFilters();
+  const filter = filters.find((candidate) => candidate instanceof CancellationExceptionFilter);
+  // Registered once more, at the end: the first match wins, so the earlier entry is never reached.
+  if (filter !== undefined && filters.at(-1) !== filter) config.useGlobalFilters(filter);
 }

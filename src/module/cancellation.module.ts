@@ -1,9 +1,9 @@
 import { Global, Inject, Module } from '@nestjs/common';
 import type { DynamicModule, MiddlewareConsumer, NestModule } from '@nestjs/common';
-import { APP_FILTER, APP_INTERCEPTOR, HttpAdapterHost } from '@nestjs/core';
+import { APP_FILTER, APP_INTERCEPTOR, ApplicationConfig, HttpAdapterHost } from '@nestjs/core';
 import { withAdmin } from '../admin/cancellation-admin.controller.js';
 import { CancellationService } from '../core/cancellation.service.js';
-import { CancellationExceptionFilter } from '../http/cancellation.filter.js';
+import { CancellationExceptionFilter, tryFirst } from '../http/cancellation.filter.js';
 import { CancellationMiddleware, earlyScopeHook, uploadHook } from '../http/early-scope.hooks.js';
 import { CancellationMetrics } from '../metrics/cancellation.metrics.js';
 import { OutboundCancellation } from '../outbound/outbound-cancellation.service.js';
@@ -71,6 +71,7 @@ export class CancellationModule extends ConfigurableModuleClass implements NestM
   constructor(
     @Inject(HttpAdapterHost) private readonly adapterHost: HttpAdapterHost,
     @Inject(CancellationRuntime) private readonly runtime: CancellationRuntime,
+    @Inject(ApplicationConfig) private readonly config: ApplicationConfig,
   ) {
     super();
   }
@@ -78,8 +79,10 @@ export class CancellationModule extends ConfigurableModuleClass implements NestM
   /**
    * Opens each HTTP request's early scope before its guards run, so that a guard awaiting slow work (an auth
    * call) can pass `CancellationService.signal` on: a middleware on Express, an `onRequest` hook on Fastify.
+   * And makes the module's exception filter the first global one, now that the application's are registered.
    */
   configure(consumer: MiddlewareConsumer): void {
+    tryFirst(this.config);
     // Without the store (`asyncContext: false`) nothing before the interceptor could read an early scope.
     const early = this.runtime.options.asyncContext;
     const adapter = this.adapterHost.httpAdapter;
