@@ -263,7 +263,7 @@ export class RequestScope extends HandlerScope implements TrackedWork {
 /**
  * The scope of the request a platform response (Express's, or Fastify's reply, whose `raw` is Node's) answers,
  * while its handler runs: how `@RequestSignal()` finds it without the AsyncLocalStorage store
- * (`asyncContext: false`).
+ * (`asyncContext: false`), and how an interceptor applied a second time knows that the request runs already.
  * @internal
  */
 export function scopeOfResponse(response: unknown): RequestScope | undefined {

@@ -6,7 +6,7 @@ import { Observable } from 'rxjs';
 import { interceptResolver } from '../contexts/graphql/intercept-resolver.js';
 import { interceptMessage } from '../contexts/intercept-message.js';
 import { parseDeadlineHeader } from '../http/deadline-header.js';
-import { RequestScope } from '../http/request-scope.js';
+import { RequestScope, scopeOfResponse } from '../http/request-scope.js';
 import { RouteBudgets } from '../http/route-budget.js';
 import { CancellationRuntime } from './cancellation-runtime.js';
 import { MAX_TIMEOUT_MS } from './options.validation.js';
@@ -20,7 +20,8 @@ import { MAX_TIMEOUT_MS } from './options.validation.js';
  * all the resolvers of that request; other execution contexts pass through untouched.
  *
  * Per request it creates the scope and one Observable; the AbortController only when somebody reads the
- * signal, the deadline timer only for a route with a budget.
+ * signal, the deadline timer only for a route with a budget. Applied twice to the same handler (globally and
+ * with `@UseInterceptors()`), the inner one passes through.
  */
 @Injectable()
 export class CancellationInterceptor implements NestInterceptor {
@@ -46,19 +47,16 @@ export class CancellationInterceptor implements NestInterceptor {
       return interceptResolver(context, next, runtime, timeoutMs, returnsPromise);
     }
     if (type !== 'http') return interceptMessage(context, next, runtime);
+    const response = runtime.platform.rawResponse(context.getArgByIndex(1));
+    // Applied twice (`@UseInterceptors(CancellationInterceptor)` under the global one): the outer one runs the
+    // request already, and a second scope would report every cancellation twice.
+    if (scopeOfResponse(response) !== undefined) return next.handle();
     const request = context.getArgByIndex<IncomingMessage>(0);
     const budget = this.budgets.of(context);
     let timeoutMs = budget.timeoutMs;
     const header = runtime.options.deadlineHeader;
     if (header !== false) timeoutMs = this.shortenedByCaller(request, header, timeoutMs);
-    const scope = new RequestScope(
-      request,
-      runtime.platform.rawResponse(context.getArgByIndex(1)),
-      next,
-      runtime,
-      timeoutMs,
-      budget.returnsPromise,
-    );
+    const scope = new RequestScope(request, response, next, runtime, timeoutMs, budget.returnsPromise);
     return new Observable((subscriber) => scope.start(subscriber));
   }
 

@@ -44,6 +44,12 @@ export class GraphQLRequestScope extends RequestScope {
   /** The budget that set the deadline, for the timeout's message. */
   private budgetMs = 0;
   private deadlineTimer: NodeJS.Timeout | undefined = undefined;
+  /**
+   * The execution context of the resolver call whose run is subscribing to its handler, during that
+   * subscription: an interceptor applied a second time to the same call (globally and with
+   * `@UseInterceptors()`) runs then, and passes through.
+   */
+  starting: object | undefined = undefined;
 
   private constructor(request: object, response: ServerResponse, runtime: CancellationRuntime) {
     const work = new Subject<never>();

@@ -20,7 +20,7 @@ function httpOf(gqlContext: unknown): { request: object; response: ServerRespons
 /**
  * The interceptor's path for a GraphQL resolver (`graphql` context, arguments `[root, args, context, info]`):
  * runs it in the scope of the HTTP request that carries the operation. A resolver whose context leads to no
- * HTTP response passes through.
+ * HTTP response passes through, and so does a call the interceptor already runs (applied twice).
  * @internal
  */
 export function interceptResolver(
@@ -33,7 +33,9 @@ export function interceptResolver(
   const http = httpOf(context.getArgByIndex(2));
   if (http === undefined) return next.handle();
   const scope = GraphQLRequestScope.of(http.request, http.response, runtime);
+  // Applied twice to this call: the outer interceptor's run is subscribing to this one, and runs the call.
+  if (scope.starting === context) return next.handle();
   if (timeoutMs !== false) scope.shorten(timeoutMs);
-  const run = new ResolverRun(scope, next, returnsPromise);
+  const run = new ResolverRun(scope, next, returnsPromise, context);
   return new Observable((subscriber) => run.start(subscriber));
 }

@@ -20,6 +20,8 @@ export class ResolverRun extends HandlerScope {
     private readonly handler: CallHandler,
     /** The resolver returns a Promise, which unsubscribing would not stop (an Observable it would). */
     private readonly watchesSettlement: boolean,
+    /** The resolver call's execution context, the same for every interceptor of the call. */
+    private readonly context: object,
   ) {
     super();
   }
@@ -43,7 +45,12 @@ export class ResolverRun extends HandlerScope {
     }
     this.subscriber = subscriber;
     scope.add(this);
-    this.runHandler(this.handler, scope);
+    scope.starting = this.context;
+    try {
+      this.runHandler(this.handler, scope);
+    } finally {
+      scope.starting = undefined;
+    }
     return this;
   }
 
