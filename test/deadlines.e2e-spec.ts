@@ -44,10 +44,11 @@ class DownstreamController {
   @Get('late-failure')
   @RequestTimeout(100)
   lateFailure() {
-    // Holds the event loop past the deadline, so the timer cannot fire before the failure arrives.
+    // Holds the event loop past the deadline, so the timer cannot fire before the failure arrives: what
+    // `fetch` rejects with when the `AbortSignal.timeout(remainingMs)` it was given runs out first.
     const until = performance.now() + 150;
     while (performance.now() < until);
-    throw new Error('downstream gave up');
+    throw new DOMException('The operation was aborted due to timeout', 'TimeoutError');
   }
 
   @Get('unbounded')
@@ -182,7 +183,7 @@ describe.each(ADAPTERS)('deadline propagation on %s', (adapter) => {
       expect(seen).toHaveLength(0);
     });
 
-    it('answers a failure that arrives once the budget is spent as the timeout it is, not as a 500', async () => {
+    it('answers a downstream timeout that arrives once the budget is spent as the timeout it is, not as a 500', async () => {
       const res = await startRequest(downstream.port, '/late-failure').response();
       expect(res.status).toBe(504);
     });

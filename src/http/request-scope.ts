@@ -3,6 +3,7 @@ import type { ServerResponse } from 'node:http';
 import type { Subscriber, Unsubscribable } from 'rxjs';
 import { CancellationError, findCancellationError } from '../core/cancellation-error.js';
 import { HandlerScope } from '../core/handler-scope.js';
+import { isTimeoutFailure } from '../core/timeout-failure.js';
 import type { CancellationRuntime } from '../module/cancellation-runtime.js';
 import { requestIdOf } from '../registry/request-id.js';
 import type { TrackedWork } from '../registry/tracked-work.js';
@@ -157,7 +158,7 @@ export class RequestScope extends HandlerScope implements TrackedWork {
   /**
    * The handler's stream failed. A failure caused by a cancellation (the reason itself, or e.g. the
    * `AbortError` of `fetch` or `timers/promises` whose `cause` it is) ends like the cancellation does, never
-   * as a 500.
+   * as a 500; so does a timeout failure (`isTimeoutFailure`) once the budget is spent.
    */
   protected handlerFailed(err: unknown): void {
     let reason = findCancellationError(err);
@@ -168,9 +169,9 @@ export class RequestScope extends HandlerScope implements TrackedWork {
         cause: reason,
       });
     }
-    if (reason === undefined && this.remainingMs === 0) {
-      // The budget is spent and the timer has not fired yet: whatever failed now (typically a downstream
-      // that was given the same deadline and gave up first) failed because time ran out.
+    if (reason === undefined && this.remainingMs === 0 && isTimeoutFailure(err)) {
+      // The budget is spent and the timer has not fired yet: a downstream that was given the same deadline
+      // gave up first. Any other failure (a NotFoundException, a bug) is answered as what it is.
       reason = new CancellationError('timeout', `The request ran out of time (${this.timeoutMs} ms)`, {
         cause: err,
       });

@@ -1,6 +1,7 @@
 import type { ServerResponse } from 'node:http';
 import { Observable, Subject } from 'rxjs';
 import { CancellationError, findCancellationError } from '../../core/cancellation-error.js';
+import { isTimeoutFailure } from '../../core/timeout-failure.js';
 import { parseDeadlineHeader } from '../../http/deadline-header.js';
 import { isGone } from '../../http/request-outcome.js';
 import { RequestScope } from '../../http/request-scope.js';
@@ -131,9 +132,9 @@ export class GraphQLRequestScope extends RequestScope {
    */
   failureOf(err: unknown): unknown {
     let reason = findCancellationError(err);
-    if (reason === undefined && this.remainingMs === 0) {
-      // The budget is spent and the timer has not fired yet: whatever failed now (typically a downstream
-      // that was given the same deadline) failed because time ran out. That ends the whole request.
+    if (reason === undefined && this.remainingMs === 0 && isTimeoutFailure(err)) {
+      // The budget is spent and the timer has not fired yet: a downstream that was given the same deadline
+      // gave up first. That ends the whole request. Any other failure stays what it is.
       this.cancel(new CancellationError('timeout', this.timeoutMessage(), { cause: err }));
       reason = this.reason;
     }
