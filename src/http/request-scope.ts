@@ -75,9 +75,12 @@ export class RequestScope extends HandlerScope implements TrackedWork {
     return this.runtime.platform.route(this.request);
   }
 
-  /** Milliseconds left of the request's time budget (0 once spent); `undefined` when it has none. */
+  /**
+   * Milliseconds left of the request's time budget (0 once spent); `undefined` when it has none, and once the
+   * response streams (its headers are out): a budget covers the work until then.
+   */
   get remainingMs(): number | undefined {
-    return this.timeoutMs === false
+    return this.timeoutMs === false || this.response.headersSent
       ? undefined
       : Math.max(0, this.startedAt + this.timeoutMs - performance.now());
   }
@@ -281,5 +284,8 @@ function onResponseClose(this: ScopedResponse): void {
 }
 
 function onDeadline(scope: RequestScope): void {
+  // A response that streams already (an `@Sse()` stream, whose headers go out before its first event, or one
+  // the handler writes itself) is past its budget's reach; a disconnect or shutdown still ends it.
+  if (scope.response.headersSent) return;
   scope.cancel(new CancellationError('timeout', `The request ran out of time (${scope.timeoutMs} ms)`));
 }
