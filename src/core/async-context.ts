@@ -28,6 +28,14 @@ interface GlobalState {
   readonly storage: AsyncLocalStorage<ScopeState>;
   /** `performance.now()` when `checkpoint()` last yielded to the event loop. */
   lastYield: number;
+  /**
+   * How many applications run with `asyncContext: false` (counted by `CancellationModule` from init to
+   * shutdown): their requests have no store, so a call that falls back on the store when given no signal
+   * says so. Optional: a state made by an older copy of the package has none.
+   */
+  contextlessApps?: number;
+  /** The calls already warned about (`contextlessCall`): once per process each. */
+  warnedCalls?: Set<string>;
 }
 
 const holder = globalThis as typeof globalThis & { [GLOBAL_STATE_KEY]?: GlobalState };

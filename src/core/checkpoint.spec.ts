@@ -1,5 +1,7 @@
 import 'reflect-metadata';
-import { scopeStorage } from './async-context.js';
+import { jest } from '@jest/globals';
+import { Logger } from '@nestjs/common';
+import { globalState, scopeStorage } from './async-context.js';
 import type { ScopeState } from './async-context.js';
 import { CancellationError } from './cancellation-error.js';
 import { checkpoint } from './checkpoint.js';
@@ -151,5 +153,39 @@ describe('checkpoint() inside a request', () => {
     const secondResult = await second;
     expect(firstResult.error).toBe(reason);
     expect(secondResult.error).toBeUndefined();
+  });
+});
+
+describe('checkpoint() while an application runs with asyncContext: false', () => {
+  let warn: jest.SpiedFunction<Logger['warn']>;
+
+  beforeEach(() => {
+    globalState.contextlessApps = 1;
+    globalState.warnedCalls = undefined;
+    warn = jest.spyOn(Logger.prototype, 'warn').mockImplementation(() => undefined);
+  });
+  afterEach(() => {
+    globalState.contextlessApps = 0;
+    globalState.warnedCalls = undefined;
+    warn.mockRestore();
+  });
+
+  it('warns once, naming the call and the fix, when called without a signal outside any scope', async () => {
+    await checkpoint();
+    await checkpoint();
+    expect(warn).toHaveBeenCalledTimes(1);
+    expect(warn.mock.calls[0][0]).toMatch(/^checkpoint\(\) was called without a signal.*@RequestSignal\(\)/);
+  });
+
+  it('says nothing when given a signal, or inside a scope', async () => {
+    await checkpoint(new AbortController().signal);
+    await scopeStorage.run(fakeScope(), () => checkpoint());
+    expect(warn).not.toHaveBeenCalled();
+  });
+
+  it('says nothing while no application runs with asyncContext: false', async () => {
+    globalState.contextlessApps = 0;
+    await checkpoint();
+    expect(warn).not.toHaveBeenCalled();
   });
 });

@@ -1,4 +1,5 @@
 import { globalState, scopeStorage } from './async-context.js';
+import { contextlessCall } from './contextless-call.js';
 
 /**
  * How long a loop that calls `checkpoint()` may hold the event loop before it yields: short enough that a
@@ -12,7 +13,9 @@ const RESOLVED: Promise<void> = Promise.resolve();
 /** The reason to throw, if the work is cancelled. */
 function abortReason(signal: AbortSignal | undefined): unknown {
   if (signal !== undefined) return signal.aborted ? (signal.reason ?? new Error('Aborted')) : undefined;
-  return scopeStorage.getStore()?.reason;
+  const store = scopeStorage.getStore();
+  if (store === undefined) contextlessCall('checkpoint()');
+  return store?.reason;
 }
 
 function yieldToEventLoop(resolve: () => void): void {
@@ -28,7 +31,9 @@ function yieldToEventLoop(resolve: () => void): void {
  * call on every iteration.
  *
  * @param signal what to watch; by default the current request's signal (inside an HTTP request handled by
- * `CancellationModule`). Outside a request, pass `cancellationService.signal` to stop on shutdown.
+ * `CancellationModule`). Outside a request, pass `cancellationService.signal` to stop on shutdown. With
+ * `asyncContext: false` there is no current request: pass `@RequestSignal()`'s signal (called without one,
+ * it warns once).
  *
  * @example
  * ```ts

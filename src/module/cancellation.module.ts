@@ -14,6 +14,7 @@ import { StillRunningDetector } from '../registry/still-running.detector.js';
 import { ApplicationSignals } from '../shutdown/application-signals.js';
 import { ConnectionTracker } from '../shutdown/connection-tracker.js';
 import { CancellationShutdown } from '../shutdown/shutdown.service.js';
+import { AsyncContextMode } from './async-context-mode.js';
 import { CancellationRuntime } from './cancellation-runtime.js';
 import { CancellationInterceptor } from './cancellation.interceptor.js';
 import {
@@ -55,6 +56,7 @@ import { resolveOptions } from './options.validation.js';
     InFlightRegistry,
     CancellationEvents,
     CancellationRuntime,
+    AsyncContextMode,
     CancellationShutdown,
     CancellationMetrics,
     CancellationRegistry,

@@ -3,7 +3,9 @@ import { createServer } from 'node:net';
 import type { AddressInfo, Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { scopeStorage } from '../core/async-context.js';
+import { jest } from '@jest/globals';
+import { Logger } from '@nestjs/common';
+import { globalState, scopeStorage } from '../core/async-context.js';
 import type { ScopeState } from '../core/async-context.js';
 import { CancellationError } from '../core/cancellation-error.js';
 import { queryWithSignal } from './index.js';
@@ -188,5 +190,42 @@ describe('nestjs-cancellation/pg', () => {
     const nativeLike = { query: async () => ({ rows: [] }), connect: async () => undefined };
     await expect(queryWithSignal(nativeLike as never, 'SELECT 1')).rejects.toThrow(/pg\.native/);
     await expect(queryWithSignal({} as never, 'SELECT 1')).rejects.toThrow(TypeError);
+  });
+});
+
+describe('queryWithSignal() while an application runs with asyncContext: false', () => {
+  let warn: jest.SpiedFunction<Logger['warn']>;
+
+  beforeEach(() => {
+    globalState.contextlessApps = 1;
+    globalState.warnedCalls = undefined;
+    warn = jest.spyOn(Logger.prototype, 'warn').mockImplementation(() => undefined);
+  });
+  afterEach(() => {
+    globalState.contextlessApps = 0;
+    globalState.warnedCalls = undefined;
+    warn.mockRestore();
+  });
+
+  /** A query on a fake pool that answers at once. */
+  async function query(signal?: AbortSignal): Promise<void> {
+    const client = fakeClient('127.0.0.1', 1);
+    const running = queryWithSignal(fakePool(client), 'SELECT 1', undefined, signal);
+    await new Promise((resolve) => setImmediate(resolve));
+    client.finish({ rows: [] });
+    await running;
+  }
+
+  it('warns once, naming the call, when given no signal outside any scope', async () => {
+    await query();
+    await query();
+    expect(warn).toHaveBeenCalledTimes(1);
+    expect(warn.mock.calls[0][0]).toMatch(/^queryWithSignal\(\) was called without a signal/);
+  });
+
+  it('says nothing when given a signal, or inside a scope', async () => {
+    await query(new AbortController().signal);
+    await scopeStorage.run({ signal: new AbortController().signal } as ScopeState, () => query());
+    expect(warn).not.toHaveBeenCalled();
   });
 });

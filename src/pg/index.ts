@@ -7,6 +7,7 @@
 import { connect } from 'node:net';
 import type { Socket } from 'node:net';
 import { scopeStorage } from '../core/async-context.js';
+import { contextlessCall } from '../core/contextless-call.js';
 
 /** A query as `pg` takes it besides its text: `{ text, values, name, rowMode }`. */
 export interface PgQueryConfig {
@@ -96,7 +97,8 @@ interface BackendKey {
  *   (cursor, stream)
  * @param values the query's parameters (`$1`, `$2`, ...)
  * @param signal what cancels the query; by default the current request's signal (none outside a request:
- *   pass `CancellationService.signal` there to stop at shutdown)
+ *   pass `CancellationService.signal` there to stop at shutdown; none with `asyncContext: false`, where it
+ *   warns once: pass `@RequestSignal()`'s signal)
  *
  * @example
  * ```ts
@@ -113,7 +115,7 @@ export async function queryWithSignal<R = Record<string, unknown>>(
   target: PgPoolLike | PgClientLike,
   query: string | PgQueryConfig,
   values?: readonly unknown[],
-  signal: AbortSignal | undefined = scopeStorage.getStore()?.signal,
+  signal: AbortSignal | undefined = signalOfScope(),
 ): Promise<PgQueryResult<R>> {
   if (!isClient(target) && !isPool(target)) {
     throw new TypeError(
@@ -125,6 +127,13 @@ export async function queryWithSignal<R = Record<string, unknown>>(
   if (isClient(target)) return run<R>(target, query, values, signal);
   const client = await checkOut(target, signal);
   return run<R>(client, query, values, signal, (destroy) => client.release(destroy));
+}
+
+/** The current scope's signal, the default of `queryWithSignal()`'s. */
+function signalOfScope(): AbortSignal | undefined {
+  const store = scopeStorage.getStore();
+  if (store === undefined) contextlessCall('queryWithSignal()');
+  return store?.signal;
 }
 
 /** A pg client has `processID` from its constructor on (null until it is connected). */
