@@ -1,7 +1,10 @@
 import 'reflect-metadata';
+import { ApolloDriver } from '@nestjs/apollo';
+import type { ApolloDriverConfig } from '@nestjs/apollo';
 import { Catch, Controller, Get, HttpException, Injectable, Logger, Param, UseGuards } from '@nestjs/common';
 import type { ArgumentsHost, CanActivate, ExceptionFilter, ExecutionContext } from '@nestjs/common';
 import { HttpAdapterHost } from '@nestjs/core';
+import { Args, GraphQLModule, Query, Resolver } from '@nestjs/graphql';
 import { ClientProxyFactory, MessagePattern, Transport } from '@nestjs/microservices';
 import { once } from 'node:events';
 import net from 'node:net';
@@ -213,19 +216,23 @@ describe.each(ADAPTERS)('an application with a catch-all exception filter (%s)',
 /** What the application's filter of outcome exceptions caught. */
 const caught: CancellationException[] = [];
 
-/** An application's filter for the module's outcome exceptions: its own body, and a header. */
+// #region outcome-filter
+/** Answers every cancellation its own way: a body of the application's, and a header. */
 @Catch(CancellationException)
 class OutcomeFilter implements ExceptionFilter {
   constructor(private readonly adapterHost: HttpAdapterHost) {}
 
   catch(exception: CancellationException, host: ArgumentsHost): void {
-    caught.push(exception);
+    caught.push(exception); // (what the test checks)
     const { httpAdapter } = this.adapterHost;
     const response = host.switchToHttp().getResponse<unknown>();
+    // exception.kind: 'shutdown' | 'timeout' | 'client-disconnected' | 'manual'; exception.reason: the
+    // CancellationError. A shutdown's response carries Retry-After and Connection: close already.
     httpAdapter.setHeader(response, 'x-cancelled', exception.kind);
     httpAdapter.reply(response, { cancelled: exception.kind, name: exception.name }, exception.getStatus());
   }
 }
+// #endregion outcome-filter
 
 describe.each(ADAPTERS)('outcome exceptions an application catches (%s)', (adapter: AdapterName) => {
   let t: TestApp;
@@ -381,6 +388,70 @@ describe.each(ADAPTERS)('a microservice message cancelled in its guard (hybrid o
       expect(lines).toContain('RPC message cancelled (shutdown) before its handler ran');
     } finally {
       await client.close();
+      await t.close();
+    }
+  });
+});
+
+/** A resolver guard that awaits slow work with the request's signal (the early scope's, before the resolver). */
+@Injectable()
+class SlowResolverGuard implements CanActivate {
+  constructor(private readonly cancellation: CancellationService) {}
+
+  async canActivate(context: ExecutionContext): Promise<boolean> {
+    const tag = (context.getArgByIndex<{ tag: string }>(1) ?? { tag: '' }).tag;
+    started.add(tag);
+    try {
+      await delay(10_000, undefined, { signal: this.cancellation.signal });
+    } catch (err) {
+      stopped.set(tag, err);
+      throw err;
+    }
+    return true;
+  }
+}
+
+@Resolver()
+class GuardedResolver {
+  @Query(() => String)
+  @UseGuards(SlowResolverGuard)
+  guarded(@Args('tag') tag: string): string {
+    return tag;
+  }
+}
+
+describe('a GraphQL resolver cancelled in its guard (Apollo on Express)', () => {
+  it('fails with the SERVICE_UNAVAILABLE error at shutdown, without an ERROR line', async () => {
+    const t = await createApp(
+      'express',
+      rootModule({
+        imports: [
+          CancellationModule.forRoot(),
+          GraphQLModule.forRoot<ApolloDriverConfig>({
+            driver: ApolloDriver,
+            autoSchemaFile: true,
+            stopOnApplicationShutdown: true,
+          }),
+        ],
+        providers: [GuardedResolver, SlowResolverGuard],
+      }),
+    );
+    try {
+      const id = 'graphql-guard-shutdown';
+      const client = startRequest(t.port, '/graphql', {
+        method: 'POST',
+        body: { query: `{ guarded(tag: "${id}") }` },
+      });
+      await waitFor(() => started.has(id), { message: 'the guard to start' });
+      const closing = t.close();
+      const response = await client.response();
+      await closing;
+      expect((stopped.get(id) as Error).name).toBe('AbortError');
+      expect((response.json as { errors: unknown[] }).errors).toMatchObject([
+        { path: ['guarded'], extensions: { code: 'SERVICE_UNAVAILABLE', kind: 'shutdown' } },
+      ]);
+      expect(t.logs.errors).toEqual([]);
+    } finally {
       await t.close();
     }
   });

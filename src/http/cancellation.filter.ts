@@ -4,6 +4,7 @@ import { HttpAdapterHost } from '@nestjs/core';
 import type { ApplicationConfig } from '@nestjs/core';
 import { EMPTY } from 'rxjs';
 import type { Observable } from 'rxjs';
+import { GraphQLCancellationError } from '../contexts/graphql/graphql-cancellation.error.js';
 import { findCancellationError } from '../core/cancellation-error.js';
 import type { CancellationError } from '../core/cancellation-error.js';
 import { CancellationRuntime } from '../module/cancellation-runtime.js';
@@ -40,7 +41,8 @@ class CausedByCancellation {
  * which Nest 11 would log as an error); every other exception goes to the application's filters as before.
  * Outside HTTP (a gateway's or microservice's guard) the message just ends, as the interceptor ends it: a
  * microservice's with an empty stream, which Nest's RPC exception handler takes as the answer (given nothing,
- * it would log the exception as an error).
+ * it would log the exception as an error). A GraphQL resolver's guard fails the resolver with the error the
+ * interceptor would (its `extensions.code` the status a route would get).
  * @internal
  */
 @Catch(CausedByCancellation)
@@ -52,12 +54,17 @@ export class CancellationExceptionFilter implements ExceptionFilter {
     @Inject(HttpAdapterHost) private readonly adapterHost: HttpAdapterHost,
   ) {}
 
-  catch(exception: unknown, host: ArgumentsHost): Observable<never> | undefined {
+  catch(exception: unknown, host: ArgumentsHost): Observable<never> | Error | undefined {
     // A client that hung up during its upload: nobody to answer and, as on Nest 12 and Fastify, nothing to log.
     if (isAbortedUpload(exception)) return undefined;
     const reason = findCancellationError(exception) as CancellationError;
     const { runtime } = this;
     const type = host.getType<string>();
+    if (type === 'graphql') {
+      // What the resolver fails with (GraphQL reports an Error a resolver returns), as the interceptor fails it.
+      this.log('GraphQL resolver', reason);
+      return new GraphQLCancellationError(reason, runtime.options.timeoutStatus);
+    }
     if (type !== 'http') {
       this.log(`${type.toUpperCase()} message`, reason);
       return type === 'rpc' ? EMPTY : undefined;
