@@ -73,7 +73,8 @@ export class CancellationService {
 
   /**
    * Milliseconds left of the current request's time budget (`@RequestTimeout()`, `timeoutMs`, or a shorter
-   * one the caller propagated in `deadlineHeader`); `undefined` when it has none or outside a request.
+   * one the caller propagated in `deadlineHeader`); `undefined` when it has none, outside a request, and once
+   * the response streams (an `@Sse()` stream's headers are out: the budget covers the work until then).
    */
   get remainingMs(): number | undefined {
     return scopeStorage.getStore()?.remainingMs;
