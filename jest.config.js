@@ -7,6 +7,7 @@ export default {
   moduleNameMapper: {
     '^nestjs-cancellation$': '<rootDir>/src/index.ts',
     '^nestjs-cancellation/testing$': '<rootDir>/src/testing/index.ts',
+    '^nestjs-cancellation/grpc$': '<rootDir>/src/grpc/index.ts',
     '^(\\.{1,2}/.*)\\.js$': '$1',
   },
   transform: {

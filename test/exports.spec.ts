@@ -5,9 +5,12 @@ import ts from 'typescript';
 import * as publicApi from '../src/index.js';
 
 /** The package's entry points, as its `exports` map publishes them. */
-const ENTRY_POINTS = ['../src/index.ts', '../src/testing/index.ts', '../src/pg/index.ts'].map((entry) =>
-  fileURLToPath(new URL(entry, import.meta.url)),
-);
+const ENTRY_POINTS = [
+  '../src/index.ts',
+  '../src/testing/index.ts',
+  '../src/pg/index.ts',
+  '../src/grpc/index.ts',
+].map((entry) => fileURLToPath(new URL(entry, import.meta.url)));
 
 /**
  * The public surface of the package, pinned: adding or removing an export is a decision, so it must change
@@ -86,6 +89,21 @@ describe('public surface of nestjs-cancellation', () => {
 
   it('documents every exported symbol and every public member of its classes and interfaces (JSDoc)', () => {
     expect(undocumentedSymbols()).toEqual([]);
+  });
+});
+
+describe('public surface of nestjs-cancellation/grpc', () => {
+  it('exports exactly the gRPC helpers and the status a cancelled call is answered with', async () => {
+    const grpc = await import('../src/grpc/index.js');
+    expect(Object.fromEntries(Object.entries(grpc).map(([name, value]) => [name, kindOf(value)]))).toEqual({
+      GrpcCancellationStatus: 'class',
+      grpcCallOptions: 'function',
+      propagateCancellation: 'function',
+      untilAborted: 'function',
+    });
+    const status = new grpc.GrpcCancellationStatus(new publicApi.CancellationError('shutdown'));
+    expect({ code: status.code, kind: status.reason.kind }).toEqual({ code: 14, kind: 'shutdown' });
+    expect(publicApi.isCancellationError(status)).toBe(true);
   });
 });
 

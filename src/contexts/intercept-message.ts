@@ -1,7 +1,10 @@
 import type { CallHandler, ExecutionContext } from '@nestjs/common';
 import { Observable } from 'rxjs';
 import { scopeStorage } from '../core/async-context.js';
+import type { RouteBudgets } from '../http/route-budget.js';
 import type { CancellationRuntime } from '../module/cancellation-runtime.js';
+import { grpcCallOf } from './grpc/grpc-call.js';
+import { GrpcCallScope, scopeOfGrpcCall } from './grpc/grpc-call-scope.js';
 import type { Connection } from './message-connection.js';
 import { MessageScope } from './message-scope.js';
 
@@ -28,13 +31,15 @@ function patternOf(context: ExecutionContext, type: string): string {
 
 /**
  * The interceptor's path for a WebSocket message (`ws`) or a microservice message (`rpc`): runs the handler in
- * a `MessageScope`. Other context types (custom ones) pass through.
+ * a `MessageScope`, or a gRPC call's in a `GrpcCallScope` (which has a budget: the caller's deadline, or the
+ * handler's own from `budgets` when shorter). Other context types (custom ones) pass through.
  * @internal
  */
 export function interceptMessage(
   context: ExecutionContext,
   next: CallHandler,
   runtime: CancellationRuntime,
+  budgets: RouteBudgets,
 ): Observable<unknown> {
   const type = context.getType<string>();
   if (type !== 'ws' && type !== 'rpc') return next.handle();
@@ -44,6 +49,22 @@ export function interceptMessage(
   // Compared by shape, not `instanceof`: the scope may come from the package's other build (ESM or CommonJS).
   if ((scopeStorage.getStore() as { message?: unknown } | undefined)?.message === message) {
     return next.handle();
+  }
+  const grpc = type === 'rpc' ? grpcCallOf(message) : undefined;
+  if (grpc !== undefined) {
+    // Without the store (`asyncContext: false`) the call itself says whether a scope runs it already.
+    if (scopeOfGrpcCall(grpc.call) !== undefined) return next.handle();
+    const { timeoutMs, returnsPromise } = budgets.of(context);
+    const call = new GrpcCallScope(
+      message,
+      grpc.call,
+      grpc.passThrough,
+      next,
+      runtime,
+      timeoutMs,
+      returnsPromise,
+    );
+    return new Observable((subscriber) => call.start(subscriber));
   }
   const scope = new MessageScope(
     message,

@@ -2,9 +2,11 @@ import { ArgumentsHost, Catch, Inject, Logger } from '@nestjs/common';
 import type { ExceptionFilter } from '@nestjs/common';
 import { HttpAdapterHost } from '@nestjs/core';
 import type { ApplicationConfig } from '@nestjs/core';
-import { EMPTY } from 'rxjs';
+import { EMPTY, throwError } from 'rxjs';
 import type { Observable } from 'rxjs';
 import { GraphQLCancellationError } from '../contexts/graphql/graphql-cancellation.error.js';
+import { grpcCallOf } from '../contexts/grpc/grpc-call.js';
+import { GrpcCancellationStatus, isGrpcCancellationStatus } from '../contexts/grpc/grpc-status.js';
 import { findCancellationError } from '../core/cancellation-error.js';
 import type { CancellationError } from '../core/cancellation-error.js';
 import { CancellationRuntime } from '../module/cancellation-runtime.js';
@@ -41,7 +43,9 @@ class CausedByCancellation {
  * which Nest 11 would log as an error); every other exception goes to the application's filters as before.
  * Outside HTTP (a gateway's or microservice's guard) the message just ends, as the interceptor ends it: a
  * microservice's with an empty stream, which Nest's RPC exception handler takes as the answer (given nothing,
- * it would log the exception as an error). A GraphQL resolver's guard fails the resolver with the error the
+ * it would log the exception as an error). A gRPC call fails with its status (`GrpcCancellationStatus`: a
+ * call left unanswered would hang until its deadline), and the status a gRPC call's scope fails with passes
+ * through as it is. A GraphQL resolver's guard fails the resolver with the error the
  * interceptor would (its `extensions.code` the status a route would get).
  * @internal
  */
@@ -66,7 +70,11 @@ export class CancellationExceptionFilter implements ExceptionFilter {
       return new GraphQLCancellationError(reason, runtime.options.timeoutStatus);
     }
     if (type !== 'http') {
-      this.log(`${type.toUpperCase()} message`, reason);
+      // The answer of a gRPC call's scope, which reported the cancellation already.
+      if (isGrpcCancellationStatus(exception)) return throwError(() => exception);
+      const grpc = type === 'rpc' ? grpcCallOf(host.getArgs()) : undefined;
+      this.log(grpc === undefined ? `${type.toUpperCase()} message` : 'gRPC call', reason);
+      if (grpc !== undefined) return throwError(() => new GrpcCancellationStatus(reason));
       return type === 'rpc' ? EMPTY : undefined;
     }
     const http = host.switchToHttp();

@@ -16,7 +16,7 @@ import { MAX_TIMEOUT_MS } from './options.validation.js';
  * request scope (the AsyncLocalStorage store `CancellationService` reads) and ends the handler's stream on
  * the first of: the client disconnecting, the application shutting down, the request's deadline. A WebSocket
  * gateway's message or a microservice's message runs in a message scope instead (its connection closing,
- * shutdown); a GraphQL resolver runs in the scope of the HTTP request that carries its operation, shared by
+ * shutdown), a gRPC call in a call scope (its client cancelling it, its deadline, shutdown); a GraphQL resolver runs in the scope of the HTTP request that carries its operation, shared by
  * all the resolvers of that request; other execution contexts pass through untouched.
  *
  * Per request it creates the scope and one Observable; the AbortController only when somebody reads the
@@ -46,7 +46,7 @@ export class CancellationInterceptor implements NestInterceptor {
       const { timeoutMs, returnsPromise } = this.budgets.of(context);
       return interceptResolver(context, next, runtime, timeoutMs, returnsPromise);
     }
-    if (type !== 'http') return interceptMessage(context, next, runtime);
+    if (type !== 'http') return interceptMessage(context, next, runtime, this.budgets);
     const response = runtime.platform.rawResponse(context.getArgByIndex(1));
     // Applied twice (`@UseInterceptors(CancellationInterceptor)` under the global one): the outer one runs the
     // request already, and a second scope would report every cancellation twice.
