@@ -213,7 +213,7 @@ export async function checkpoint() {
   const dist = await snapshotDist('checkpoint');
   const lib = await import(dist);
   // Internal: the AsyncLocalStorage that holds the request's scope.
-  const { requestStorage } = await import(new URL('cancellation.constants.js', dist).href);
+  const { scopeStorage } = await import(new URL('core/async-context.js', dist).href);
   const signal = new AbortController().signal;
   log(
     `checkpoint: ${cfg.calls.toLocaleString('en-US')} calls x ${cfg.rounds} rounds; ` +
@@ -225,7 +225,7 @@ export async function checkpoint() {
   const withoutAls = await timeLoops(loops, cfg.calls, cfg.rounds);
   // Part 1 again, as inside an application with CancellationModule: AsyncLocalStorage in use, and the
   // checkpoint() without a signal running inside a request's store (a scope that is not cancelled).
-  const withAls = await requestStorage.run({ reason: undefined }, () =>
+  const withAls = await scopeStorage.run({ reason: undefined }, () =>
     timeLoops(loops, cfg.calls, cfg.rounds),
   );
 

@@ -52,8 +52,9 @@ const MB = 2 ** 20;
 async function serve(variant, adapter, workMs) {
   if (typeof globalThis.gc !== 'function') throw new Error('run with --expose-gc');
   const { CancellationModule, RequestSignal } = await import(libraryUrl());
-  // Internal, not exported: the registry of requests in flight and of open sockets.
-  const { CancellationLifecycle } = await import(libraryUrl('cancellation.lifecycle.js'));
+  // Internal, not exported: the registry of requests in flight and the tracker of open sockets.
+  const { InFlightRegistry } = await import(libraryUrl('registry/in-flight.registry.js'));
+  const { ConnectionTracker } = await import(libraryUrl('shutdown/connection-tracker.js'));
   const { Controller, Get, Module, Res } = await import('@nestjs/common');
   const counts = { started: 0, completed: 0, aborted: 0, failed: 0 };
 
@@ -91,7 +92,8 @@ async function serve(variant, adapter, workMs) {
     }),
   ]);
   const { app, server, port } = await startNest(AppModule, adapter);
-  const lifecycle = variant === 'cancellation' ? app.get(CancellationLifecycle) : undefined;
+  const registry = variant === 'cancellation' ? app.get(InFlightRegistry) : undefined;
+  const connections = variant === 'cancellation' ? app.get(ConnectionTracker) : undefined;
 
   // The keep-alive socket that has served the most requests so far: where a per-request listener that is
   // never removed would pile up. One 'request' listener on the server, added once.
@@ -115,7 +117,7 @@ async function serve(variant, adapter, workMs) {
       const connections = await new Promise((resolve) => server.getConnections((_, n) => resolve(n)));
       return {
         handlersRunning: counts.started - counts.completed - counts.aborted - counts.failed,
-        inFlightCount: lifecycle?.inFlightCount,
+        inFlightCount: registry?.size,
         connections,
       };
     },
@@ -142,15 +144,15 @@ async function serve(variant, adapter, workMs) {
             ? undefined
             : { requestsServed: served.get(sample), listeners: listenerCounts(sample) },
         library:
-          lifecycle === undefined
+          registry === undefined
             ? undefined
             : {
-                inFlightCount: lifecycle.inFlightCount,
+                inFlightCount: registry.size,
                 // Private fields, read for this check only.
-                trackedSockets: lifecycle.sockets?.size,
-                admittedOpen: lifecycle.admittedOpen,
+                trackedSockets: connections.sockets?.size,
+                admittedOpen: connections.admittedOpen,
                 // The first few requests still registered, if any: what kept them.
-                stuck: [...(lifecycle.inFlight ?? [])].slice(0, 5).map((scope) => ({
+                stuck: [...(registry.running ?? [])].slice(0, 5).map((scope) => ({
                   elapsedMs: Math.round(scope.elapsedMs),
                   reason: scope.reason?.kind,
                   url: scope.response.req?.url,
