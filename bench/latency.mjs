@@ -30,11 +30,11 @@ import {
 } from './lib/harness.mjs';
 import {
   distribution,
-  isMain,
   libraryUrl,
   ms,
   notify,
   pool,
+  runSuite,
   serveRequests,
   snapshotDist,
   startChild,
@@ -260,14 +260,4 @@ export async function latency() {
   return results;
 }
 
-if (process.argv[2] === '--serve') {
-  serve(process.argv[3]).catch((err) => {
-    console.error(err);
-    process.exit(1);
-  });
-} else if (isMain(import.meta)) {
-  latency().catch((err) => {
-    console.error(err);
-    process.exit(1);
-  });
-}
+runSuite(import.meta, { serve, main: latency });

@@ -31,10 +31,10 @@ import {
   writeResults,
 } from './lib/harness.mjs';
 import {
-  isMain,
   libraryUrl,
   notify,
   pool,
+  runSuite,
   serveRequests,
   snapshotDist,
   startChild,
@@ -93,7 +93,7 @@ async function serve(variant, adapter, workMs) {
   ]);
   const { app, server, port } = await startNest(AppModule, adapter);
   const registry = variant === 'cancellation' ? app.get(InFlightRegistry) : undefined;
-  const connections = variant === 'cancellation' ? app.get(ConnectionTracker) : undefined;
+  const tracker = variant === 'cancellation' ? app.get(ConnectionTracker) : undefined;
 
   // The keep-alive socket that has served the most requests so far: where a per-request listener that is
   // never removed would pile up. One 'request' listener on the server, added once.
@@ -149,8 +149,8 @@ async function serve(variant, adapter, workMs) {
             : {
                 inFlightCount: registry.size,
                 // Private fields, read for this check only.
-                trackedSockets: connections.sockets?.size,
-                admittedOpen: connections.admittedOpen,
+                trackedSockets: tracker.sockets?.size,
+                admittedOpen: tracker.admittedOpen,
                 // The first few requests still registered, if any: what kept them.
                 stuck: [...(registry.running ?? [])].slice(0, 5).map((scope) => ({
                   elapsedMs: Math.round(scope.elapsedMs),
@@ -397,15 +397,7 @@ export async function memory() {
   return results;
 }
 
-if (process.argv[2] === '--serve') {
-  const [variant, adapter, workMs] = process.argv.slice(3);
-  serve(variant, adapter, Number(workMs)).catch((err) => {
-    console.error(err);
-    process.exit(1);
-  });
-} else if (isMain(import.meta)) {
-  memory().catch((err) => {
-    console.error(err);
-    process.exit(1);
-  });
-}
+runSuite(import.meta, {
+  serve: (variant, adapter, workMs) => serve(variant, adapter, Number(workMs)),
+  main: memory,
+});

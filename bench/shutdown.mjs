@@ -43,11 +43,11 @@ import {
   writeResults,
 } from './lib/harness.mjs';
 import {
-  isMain,
   libraryUrl,
   ms,
   notify,
   pool,
+  runSuite,
   serveRequests,
   snapshotDist,
   startChild,
@@ -491,15 +491,8 @@ export async function shutdown() {
   return summary;
 }
 
-if (process.argv[2] === '--serve') {
-  const [variant, adapter, count, plainWorkMs] = process.argv.slice(3);
-  serve(variant, adapter, Number(count), Number(plainWorkMs)).catch((err) => {
-    console.error(err);
-    process.exit(1);
-  });
-} else if (isMain(import.meta)) {
-  shutdown().catch((err) => {
-    console.error(err);
-    process.exit(1);
-  });
-}
+runSuite(import.meta, {
+  serve: (variant, adapter, count, plainWorkMs) =>
+    serve(variant, adapter, Number(count), Number(plainWorkMs)),
+  main: shutdown,
+});

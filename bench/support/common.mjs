@@ -29,6 +29,20 @@ export function isMain(meta) {
 }
 
 /**
+ * The entry of a suite's script, which is also its server: `node <suite>.mjs --serve <args...>` (how the parent
+ * starts a child) calls `serve(...args)`; started as itself (`node bench/<suite>.mjs`) it calls `main()`. A
+ * failure of either is printed and exits 1.
+ */
+export function runSuite(meta, { serve, main }) {
+  const fail = (err) => {
+    console.error(err);
+    process.exit(1);
+  };
+  if (process.argv[2] === '--serve') serve(...process.argv.slice(3)).catch(fail);
+  else if (isMain(meta)) main().catch(fail);
+}
+
+/**
  * A Nest application on `adapter` ('express' | 'fastify') listening on 127.0.0.1 with an OS-chosen port.
  * Nest's logger is off: the figures must not include writing log lines to a terminal.
  */
