@@ -8,6 +8,7 @@ export default {
     '^nestjs-cancellation$': '<rootDir>/src/index.ts',
     '^nestjs-cancellation/testing$': '<rootDir>/src/testing/index.ts',
     '^nestjs-cancellation/grpc$': '<rootDir>/src/grpc/index.ts',
+    '^nestjs-cancellation/bullmq$': '<rootDir>/src/bullmq/index.ts',
     '^(\\.{1,2}/.*)\\.js$': '$1',
   },
   transform: {
