@@ -10,6 +10,7 @@ const ENTRY_POINTS = [
   '../src/testing/index.ts',
   '../src/pg/index.ts',
   '../src/grpc/index.ts',
+  '../src/schedule/index.ts',
 ].map((entry) => fileURLToPath(new URL(entry, import.meta.url)));
 
 /**
@@ -104,6 +105,19 @@ describe('public surface of nestjs-cancellation/grpc', () => {
     const status = new grpc.GrpcCancellationStatus(new publicApi.CancellationError('shutdown'));
     expect({ code: status.code, kind: status.reason.kind }).toEqual({ code: 14, kind: 'shutdown' });
     expect(publicApi.isCancellationError(status)).toBe(true);
+  });
+});
+
+describe('public surface of nestjs-cancellation/schedule', () => {
+  it('exports exactly the module that scopes scheduled runs and the job budget decorator', async () => {
+    const schedule = await import('../src/schedule/index.js');
+    expect(
+      Object.fromEntries(Object.entries(schedule).map(([name, value]) => [name, kindOf(value)])),
+    ).toEqual({
+      CancellationScheduleModule: 'class',
+      JobTimeout: 'function',
+    });
+    expect(() => schedule.JobTimeout(0)(class Job {})).toThrow(/@JobTimeout\(\) on Job/);
   });
 });
 
