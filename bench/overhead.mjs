@@ -114,7 +114,8 @@ function servers(cfg) {
 
 /** Starts one server and warms each of its routes up (after checking that it answers what it should). */
 async function startWarm({ variant, adapter }, cfg) {
-  const server = await startServer(SERVER, [variant, adapter], { env: { BENCH_DIST: cfg.dist } });
+  const dist = variant === 'cancellation-base' ? cfg.baseDist : cfg.dist;
+  const server = await startServer(SERVER, [variant, adapter], { env: { BENCH_DIST: dist } });
   try {
     for (const route of cfg.routes) {
       const url = `http://127.0.0.1:${server.port}${ROUTES[route].path}`;
@@ -412,6 +413,13 @@ export async function overhead() {
   if (process.env.BENCH_PROFILE === '1') return profile();
   const cfg = config();
   cfg.dist = await snapshotDist();
+  if (cfg.variants.includes('cancellation-base')) {
+    if (!process.env.BENCH_BASE_DIST_DIR)
+      throw new TypeError(
+        'BENCH_VARIANTS: cancellation-base needs BENCH_BASE_DIST_DIR (a build of another commit)',
+      );
+    cfg.baseDist = await snapshotDist('nestjs-cancellation-bench-base', 'BENCH_BASE_DIST_DIR');
+  }
   // What the snapshot was built from (the work tree may move on during the run).
   const library = libraryInfo();
   const list = servers(cfg);

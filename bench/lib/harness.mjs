@@ -20,8 +20,8 @@ export const RESULTS_DIR = path.join(BENCH_DIR, 'results');
  * its snapshot directory under node_modules/.cache: `base` for dist/, `base-<hash of the path>` otherwise, so
  * that runs of different builds do not overwrite each other's snapshot.
  */
-export function distSource(base) {
-  const custom = process.env.BENCH_DIST_DIR;
+export function distSource(base, envName = 'BENCH_DIST_DIR') {
+  const custom = process.env[envName];
   if (custom === undefined || custom === '') return { dir: path.join(ROOT_DIR, 'dist'), cacheName: base };
   const dir = path.resolve(custom);
   const hash = createHash('sha1').update(dir).digest('hex').slice(0, 8);
@@ -51,8 +51,8 @@ export function isCompleteBuild(dir) {
  * starts with `rm -rf dist`) must not pull the library from under a run that takes minutes. Waits up to a
  * minute for a complete build (isCompleteBuild).
  */
-export async function snapshotDist(name = 'nestjs-cancellation-bench') {
-  const { dir: dist, cacheName } = distSource(name);
+export async function snapshotDist(name = 'nestjs-cancellation-bench', envName = 'BENCH_DIST_DIR') {
+  const { dir: dist, cacheName } = distSource(name, envName);
   // Under node_modules/.cache: ignored by git, eslint and prettier, and '@nestjs/*' still resolve from there.
   const cache = path.join(ROOT_DIR, 'node_modules', '.cache', cacheName);
   const target = path.join(cache, 'dist');

@@ -27,4 +27,8 @@ export const VARIANTS = {
     default: false,
   },
   'cancellation-timeout': { label: 'CancellationModule.forRoot({ timeoutMs: 30_000 })', default: false },
+  'cancellation-base': {
+    label: 'CancellationModule.forRoot() of another build (BENCH_BASE_DIST_DIR): before / after a change',
+    default: false,
+  },
 };

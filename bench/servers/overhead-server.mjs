@@ -15,7 +15,8 @@ import { TimeoutError, catchError, throwError, timeout } from 'rxjs';
 import { decorateClass, decorateMethod, decorateParam } from '../lib/decorate.mjs';
 import { HELLO, IO, VARIANTS } from '../lib/overhead-variants.mjs';
 
-// The library as built: the parent passes its snapshot of dist/ (see snapshotDist in ../lib/harness.mjs).
+// The library as built: the parent passes its snapshot of dist/ (see snapshotDist in ../lib/harness.mjs), or
+// for the variant `cancellation-base` its snapshot of BENCH_BASE_DIST_DIR.
 const { CancellationModule, RequestSignal } = await import(process.env.BENCH_DIST ?? '../../dist/index.js');
 
 /** How long GET /io waits: BENCH_IO_MS (1 ms). */
@@ -173,6 +174,7 @@ async function appModule(variant) {
       metadata.providers.push({ provide: APP_INTERCEPTOR, useClass: AlsInterceptor });
       break;
     case 'cancellation':
+    case 'cancellation-base':
       metadata.imports.push(CancellationModule.forRoot());
       break;
     case 'cancellation-signal':
