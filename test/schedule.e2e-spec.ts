@@ -426,6 +426,9 @@ describe.each(ADAPTERS)('SIGTERM with runs in flight under enableShutdownHooks (
     );
     const listening = await app.next('listening', 15_000);
     expect(listening.nest).toBe(fixtureNestVersion());
+    // @nestjs/schedule 6 beside Nest 11 (the Nest 11 job), 12 beside Nest 12.
+    const schedule = await app.next('schedule');
+    expect(String(schedule.version).split('.')[0]).toBe(fixtureNestVersion().startsWith('11.') ? '6' : '12');
     await waitFor(() => (app?.events.filter((line) => line.event === 'tick-start').length ?? 0) >= 3, {
       timeoutMs: 5000,
       message: 'three runs in flight',
