@@ -2,11 +2,10 @@ import type { CallHandler } from '@nestjs/common';
 import type { ServerResponse } from 'node:http';
 import type { Subscriber, Unsubscribable } from 'rxjs';
 import { CancellationError, findCancellationError } from '../core/cancellation-error.js';
-import { HandlerScope } from '../core/handler-scope.js';
 import { isTimeoutFailure } from '../core/timeout-failure.js';
 import type { CancellationRuntime } from '../module/cancellation-runtime.js';
 import { requestIdOf } from '../registry/request-id.js';
-import type { TrackedWork } from '../registry/tracked-work.js';
+import { TrackedScope } from '../registry/tracked-scope.js';
 import { isGone, outcomeOf } from './request-outcome.js';
 import { streamSource } from './stream-source.js';
 import type { StreamSource } from './stream-source.js';
@@ -25,7 +24,7 @@ type ScopedResponse = ServerResponse & { [SCOPE]?: RequestScope };
  * allocation, one `'close'` listener and one entry in the application's in-flight registry.
  * @internal
  */
-export class RequestScope extends HandlerScope implements TrackedWork {
+export class RequestScope extends TrackedScope {
   private timer: NodeJS.Timeout | undefined = undefined;
   /** Listener, timer and registry entry are gone. */
   private released = false;
@@ -36,10 +35,6 @@ export class RequestScope extends HandlerScope implements TrackedWork {
    * ends the response and destroys the source) until the response closes.
    */
   private sending = false;
-  /** The handler's stream emitted a value (a Promise handler's result, an Observable's first value). */
-  private emitted = false;
-  /** The settling of the cancelled handler was reported. */
-  private settleReported = false;
   private requestId: string | undefined = undefined;
 
   constructor(
@@ -48,7 +43,7 @@ export class RequestScope extends HandlerScope implements TrackedWork {
     /** Node's response under the platform's one. */
     readonly response: ServerResponse,
     private readonly handler: CallHandler,
-    protected readonly runtime: CancellationRuntime,
+    runtime: CancellationRuntime,
     /** The request's time budget in milliseconds (0: already spent), or `false` for none. */
     readonly timeoutMs: number | false,
     /**
@@ -57,7 +52,7 @@ export class RequestScope extends HandlerScope implements TrackedWork {
      */
     private readonly watchesSettlement: boolean,
   ) {
-    super();
+    super(runtime);
   }
 
   /** The request's id: from the `requestIdHeader` when valid, else generated (on first read). */
@@ -135,12 +130,6 @@ export class RequestScope extends HandlerScope implements TrackedWork {
       return;
     }
     this.subscriber?.error(outcomeOf(reason, this.response, this.runtime.options));
-  }
-
-  /** Records the reason, aborts the signal (if anybody asked for it) and reports the cancellation. */
-  private abort(reason: CancellationError): void {
-    this.abortWith(reason);
-    this.runtime.events.cancelled(this, reason);
   }
 
   /** The handler's stream emitted: pass it on, noting a stream the platform will send as the body. */
@@ -228,22 +217,8 @@ export class RequestScope extends HandlerScope implements TrackedWork {
     const keep = this.sending;
     if (!keep) this.released = true;
     this.subscriber = undefined;
-    if (this.releaseHandler(this.watchesSettlement && !this.emitted)) this.runtime.registry.linger(this);
-    else if (!keep) this.settle();
+    this.releaseTracked(this.watchesSettlement, !keep);
     if (!keep) this.detach();
-  }
-
-  /** The cancelled handler's Promise settled. */
-  protected override watchEnded(): void {
-    this.runtime.registry.unlinger(this);
-    this.settle();
-  }
-
-  /** Reports, once, that the handler of a cancelled request has settled. */
-  private settle(): void {
-    if (this.reason === undefined || this.settleReported) return;
-    this.settleReported = true;
-    this.runtime.events.settled(this, this.reason, performance.now() - this.abortedAt);
   }
 
   /** The response closed, finished or not: a scope kept for a streamed body is done. */

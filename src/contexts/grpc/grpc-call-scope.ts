@@ -1,11 +1,10 @@
 import type { CallHandler } from '@nestjs/common';
 import type { Subscriber, Unsubscribable } from 'rxjs';
 import { CancellationError, findCancellationError } from '../../core/cancellation-error.js';
-import { HandlerScope } from '../../core/handler-scope.js';
 import { isTimeoutFailure } from '../../core/timeout-failure.js';
 import type { CancellationRuntime } from '../../module/cancellation-runtime.js';
 import { requestIdFrom } from '../../registry/request-id.js';
-import type { TrackedWork } from '../../registry/tracked-work.js';
+import { TrackedScope } from '../../registry/tracked-scope.js';
 import { DEADLINE_SLACK_MS, deadlineOf, endReasonOf } from './grpc-call.js';
 import type { GrpcServerCall } from './grpc-call.js';
 import { GrpcCancellationStatus } from './grpc-status.js';
@@ -32,7 +31,7 @@ type ScopedCall = GrpcServerCall & { [SCOPE]?: GrpcCallScope };
  * abort.
  * @internal
  */
-export class GrpcCallScope extends HandlerScope implements TrackedWork {
+export class GrpcCallScope extends TrackedScope {
   /** What `inFlight()` and the log line show as the method. */
   readonly method = 'GRPC';
   /** `Date.now()` when the call's budget runs out; `undefined` when it has none. */
@@ -42,9 +41,6 @@ export class GrpcCallScope extends HandlerScope implements TrackedWork {
   private timer: NodeJS.Timeout | undefined = undefined;
   /** Listener, timer and registry entry are gone. */
   private released = false;
-  /** The handler's stream emitted (a Promise handler's result, an Observable's first value). */
-  private emitted = false;
-  private settleReported = false;
   private callId: string | undefined = undefined;
 
   constructor(
@@ -54,13 +50,13 @@ export class GrpcCallScope extends HandlerScope implements TrackedWork {
     /** `@GrpcStreamCall()`: the handler answers the call itself, and Nest only waits for its stream. */
     private readonly passThrough: boolean,
     private readonly handler: CallHandler,
-    private readonly runtime: CancellationRuntime,
+    runtime: CancellationRuntime,
     /** The handler's own budget (`@RequestTimeout()`, `timeoutMs`), or `false`. */
     ownBudgetMs: number | false,
     /** The handler returns a Promise: after a cancellation it is watched until it settles. */
     private readonly watchesSettlement: boolean,
   ) {
-    super();
+    super(runtime);
     const now = Date.now();
     this.callerDeadline = deadlineOf(call);
     const own = ownBudgetMs === false ? undefined : now + ownBudgetMs;
@@ -136,11 +132,6 @@ export class GrpcCallScope extends HandlerScope implements TrackedWork {
   /** The call ended before its handler did (grpc-js's `'cancelled'`). */
   callEnded(): void {
     this.cancel(endReasonOf(this.callerDeadline));
-  }
-
-  private abort(reason: CancellationError): void {
-    this.abortWith(reason);
-    this.runtime.events.cancelled(this, reason);
   }
 
   /**
@@ -220,26 +211,12 @@ export class GrpcCallScope extends HandlerScope implements TrackedWork {
     }
     this.released = true;
     this.subscriber = undefined;
-    if (this.releaseHandler(this.watchesSettlement && !this.emitted)) this.runtime.registry.linger(this);
-    else this.settle();
+    this.releaseTracked(this.watchesSettlement);
     const call = this.call as ScopedCall;
     call.removeListener('cancelled', onCallCancelled);
     call[SCOPE] = undefined;
     clearTimeout(this.timer);
     this.runtime.registry.untrack(this);
-  }
-
-  /** The cancelled handler's Promise settled. */
-  protected override watchEnded(): void {
-    this.runtime.registry.unlinger(this);
-    this.settle();
-  }
-
-  /** Reports, once, that the handler of a cancelled call has settled. */
-  private settle(): void {
-    if (this.reason === undefined || this.settleReported) return;
-    this.settleReported = true;
-    this.runtime.events.settled(this, this.reason, performance.now() - this.abortedAt);
   }
 }
 
