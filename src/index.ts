@@ -4,6 +4,7 @@ export { CancellationService } from './core/cancellation.service.js';
 export { checkpoint } from './core/checkpoint.js';
 export { RequestSignal } from './decorators/request-signal.decorator.js';
 export { RequestTimeout } from './decorators/request-timeout.decorator.js';
+export { SkipCancellation } from './decorators/skip-cancellation.decorator.js';
 export {
   CancellationException,
   ClientClosedRequestException,
@@ -11,6 +12,7 @@ export {
   RequestCancelledException,
   ServiceShuttingDownException,
 } from './http/outcome-exceptions.js';
+export type { RouteExclusion } from './http/route-exclusion.js';
 export { CancellationInterceptor } from './module/cancellation.interceptor.js';
 export { CancellationModule } from './module/cancellation.module.js';
 export type {

@@ -31,6 +31,7 @@ const EXPECTED: Record<string, 'class' | 'function'> = {
   RequestSignal: 'function',
   RequestTimeout: 'function',
   ServiceShuttingDownException: 'class',
+  SkipCancellation: 'function',
   checkpoint: 'function',
   findCancellationError: 'function',
   isCancellationError: 'function',

@@ -1,6 +1,7 @@
 import type { ExecutionContext, Type } from '@nestjs/common';
 import type { Reflector } from '@nestjs/core';
 import { REQUEST_TIMEOUT_METADATA } from '../decorators/request-timeout.decorator.js';
+import { SKIP_CANCELLATION_METADATA } from '../decorators/skip-cancellation.decorator.js';
 
 /** What the interceptor knows of a handler, cached with the controller class it was resolved for. */
 export interface RouteBudget {
@@ -9,6 +10,8 @@ export interface RouteBudget {
   readonly timeoutMs: number | false;
   /** It returns a Promise, whose settling after a cancellation is watched. */
   readonly returnsPromise: boolean;
+  /** It is marked `@SkipCancellation()` (itself or its controller): it runs without a scope. */
+  readonly skipped: boolean;
 }
 
 /** The constructor of native async functions. */
@@ -31,7 +34,7 @@ function returnsPromise(controller: Type, handler: { readonly name: string }): b
 
 /**
  * The budget of each handler: `@RequestTimeout()` of the handler, else of its controller, else the module's
- * `timeoutMs`; and whether it returns a Promise. Resolved once per handler.
+ * `timeoutMs`; whether it returns a Promise; whether it is skipped. Resolved once per handler.
  * @internal
  */
 export class RouteBudgets {
@@ -55,6 +58,11 @@ export class RouteBudgets {
         controller,
         timeoutMs: declared ?? this.defaultTimeoutMs,
         returnsPromise: returnsPromise(controller, handler),
+        skipped:
+          this.reflector.getAllAndOverride<boolean | undefined>(SKIP_CANCELLATION_METADATA, [
+            handler,
+            controller,
+          ]) === true,
       };
       this.budgets.set(handler, budget);
     }

@@ -3,12 +3,14 @@ import { HttpAdapterHost } from '@nestjs/core';
 import type { ServerResponse } from 'node:http';
 import { platformFor } from '../http/http-platform.js';
 import type { HttpPlatform } from '../http/http-platform.js';
+import { compileExclusions, RouteExclusions } from '../http/route-exclusion.js';
 import { CancellationEvents } from '../registry/cancellation-events.js';
 import { InFlightRegistry } from '../registry/in-flight.registry.js';
 import { ApplicationSignals } from '../shutdown/application-signals.js';
 import { ConnectionTracker } from '../shutdown/connection-tracker.js';
 import { RESOLVED_OPTIONS } from './cancellation.module-definition.js';
 import type { ResolvedCancellationOptions } from './cancellation.options.js';
+import { fail } from './options.validation.js';
 
 /**
  * The application's collaborators that every scope reaches, gathered once so that a scope holds one
@@ -19,6 +21,8 @@ import type { ResolvedCancellationOptions } from './cancellation.options.js';
 @Injectable()
 export class CancellationRuntime {
   private httpPlatform: HttpPlatform | undefined = undefined;
+  /** The routes left out of cancellation (`exclude`, `@SkipCancellation()`). */
+  readonly exclusions: RouteExclusions;
 
   constructor(
     @Inject(RESOLVED_OPTIONS) readonly options: ResolvedCancellationOptions,
@@ -27,7 +31,9 @@ export class CancellationRuntime {
     @Inject(CancellationEvents) readonly events: CancellationEvents,
     @Inject(ConnectionTracker) private readonly connections: ConnectionTracker,
     @Inject(HttpAdapterHost) private readonly adapterHost: HttpAdapterHost,
-  ) {}
+  ) {
+    this.exclusions = new RouteExclusions(compileExclusions(options.exclude ?? [], fail));
+  }
 
   /** Express or Fastify, known once the HTTP adapter exists. */
   get platform(): HttpPlatform {

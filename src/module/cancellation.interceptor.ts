@@ -5,6 +5,7 @@ import type { IncomingMessage } from 'node:http';
 import { Observable } from 'rxjs';
 import { interceptResolver } from '../contexts/graphql/intercept-resolver.js';
 import { interceptMessage } from '../contexts/intercept-message.js';
+import { scopeStorage } from '../core/async-context.js';
 import { parseDeadlineHeader } from '../http/deadline-header.js';
 import { RequestScope, scopeOfResponse } from '../http/request-scope.js';
 import { RouteBudgets } from '../http/route-budget.js';
@@ -37,7 +38,8 @@ export class CancellationInterceptor implements NestInterceptor {
 
   /**
    * Runs the handler in its request's scope: HTTP requests, GraphQL resolvers, WebSocket and microservice
-   * messages each get theirs (see the class's description).
+   * messages each get theirs (see the class's description). A route left out of cancellation
+   * (`@SkipCancellation()`, the `exclude` option) runs without one.
    */
   intercept(context: ExecutionContext, next: CallHandler): Observable<unknown> {
     const type = context.getType<string>();
@@ -53,6 +55,9 @@ export class CancellationInterceptor implements NestInterceptor {
     if (scopeOfResponse(response) !== undefined) return next.handle();
     const request = context.getArgByIndex<IncomingMessage>(0);
     const budget = this.budgets.of(context);
+    // Left out of cancellation (`@SkipCancellation()`, `exclude`): the handler runs outside any scope.
+    if (budget.skipped || runtime.exclusions.matchesPath(request))
+      return scopeStorage.exit(() => next.handle());
     let timeoutMs = budget.timeoutMs;
     const header = runtime.options.deadlineHeader;
     if (header !== false) timeoutMs = this.shortenedByCaller(request, header, timeoutMs);

@@ -61,6 +61,7 @@ describe('CancellationModule.forRoot()', () => {
       stillRunningWarningMs: false,
       metrics: false,
       asyncContext: true,
+      exclude: [],
     });
   });
 
@@ -88,6 +89,7 @@ describe('CancellationModule.forRoot()', () => {
       stillRunningWarningMs: 1_000,
       metrics: false,
       asyncContext: true,
+      exclude: [],
     });
   });
 

@@ -4,7 +4,7 @@ import { APP_FILTER, APP_INTERCEPTOR, ApplicationConfig, HttpAdapterHost } from 
 import { withAdmin } from '../admin/cancellation-admin.controller.js';
 import { CancellationService } from '../core/cancellation.service.js';
 import { CancellationExceptionFilter, tryFirst } from '../http/cancellation.filter.js';
-import { CancellationMiddleware, earlyScopeHook, uploadHook } from '../http/early-scope.hooks.js';
+import { expressDoor, fastifyDoor } from '../http/early-scope.hooks.js';
 import { CancellationMetrics } from '../metrics/cancellation.metrics.js';
 import { OutboundCancellation } from '../outbound/outbound-cancellation.service.js';
 import { CancellationEvents } from '../registry/cancellation-events.js';
@@ -79,25 +79,25 @@ export class CancellationModule extends ConfigurableModuleClass implements NestM
   }
 
   /**
-   * Opens each HTTP request's early scope before its guards run, so that a guard awaiting slow work (an auth
-   * call) can pass `CancellationService.signal` on: a middleware on Express, an `onRequest` hook on Fastify.
-   * And makes the module's exception filter the first global one, now that the application's are registered.
+   * Installs the door of every HTTP request, before routing: while the application drains it refuses new
+   * requests (503) except on routes left out of cancellation; otherwise it opens the request's early scope,
+   * so that a guard awaiting slow work (an auth call) can pass `CancellationService.signal` on. A middleware
+   * on Express (mounted ahead of every module's middleware), an `onRequest` hook on Fastify. And makes the
+   * module's exception filter the first global one, now that the application's are registered.
    */
-  configure(consumer: MiddlewareConsumer): void {
+  configure(_consumer: MiddlewareConsumer): void {
     tryFirst(this.config);
-    // Without the store (`asyncContext: false`) nothing before the interceptor could read an early scope.
-    const early = this.runtime.options.asyncContext;
     const adapter = this.adapterHost.httpAdapter;
     switch (adapter?.getType()) {
       case 'express':
-        if (early) consumer.apply(CancellationMiddleware).forRoutes('*');
+        adapter.use(expressDoor(this.runtime, () => adapter.getInstance()));
         break;
-      case 'fastify':
-        (adapter.getInstance() as { addHook(name: 'onRequest', hook: unknown): unknown }).addHook(
-          'onRequest',
-          early ? earlyScopeHook(this.runtime.signals) : uploadHook,
-        );
+      case 'fastify': {
+        const fastify = adapter.getInstance() as { addHook(name: string, hook: unknown): unknown };
+        fastify.addHook('onRoute', (route: object) => this.runtime.exclusions.onFastifyRoute(route));
+        fastify.addHook('onRequest', fastifyDoor(this.runtime));
         break;
+      }
     }
   }
 

@@ -35,6 +35,7 @@ describe('resolveOptions', () => {
         stillRunningWarningMs: false,
         metrics: false,
         asyncContext: true,
+      exclude: [],
       });
       expect(resolveUntyped(null)).toEqual(DEFAULT_OPTIONS);
       expect(resolveOptions({})).toEqual(DEFAULT_OPTIONS);

@@ -1,5 +1,6 @@
 import { HttpStatus } from '@nestjs/common';
 import type { CanActivate, ModuleMetadata, Type } from '@nestjs/common';
+import type { RouteExclusion } from '../http/route-exclusion.js';
 
 /**
  * Options of `CancellationModule.forRoot()` / `forRootAsync()`. Every field is optional; a value that does
@@ -103,6 +104,16 @@ export interface CancellationModuleOptions {
    * @default true
    */
   asyncContext?: boolean;
+
+  /**
+   * Routes left out of cancellation, by path (as `@SkipCancellation()` does by decorator): no request scope,
+   * no time budget, and no refusal while the application drains, for health checks, readiness probes and
+   * metrics scrapes. Each entry is a path pattern or a `{ path, method }` (see {@link RouteExclusion}),
+   * matched against the path the client requests, global prefix included: `['health', '/api/metrics/*',
+   * { path: 'ready', method: RequestMethod.GET }]`. Patterns are checked at start-up.
+   * @default [] (no route excluded)
+   */
+  exclude?: (string | RouteExclusion)[];
 }
 
 /**
@@ -160,4 +171,5 @@ export const DEFAULT_OPTIONS: ResolvedCancellationOptions = {
   stillRunningWarningMs: false,
   metrics: false,
   asyncContext: true,
+  exclude: [],
 };

@@ -1,3 +1,4 @@
+import { compileExclusions } from '../http/route-exclusion.js';
 import { DEFAULT_OPTIONS, DEFAULT_SHUTDOWN_TIMEOUT_MARGIN_MS } from './cancellation.options.js';
 import type { CancellationModuleOptions, ResolvedCancellationOptions } from './cancellation.options.js';
 
@@ -135,6 +136,10 @@ export function resolveOptions(options: CancellationModuleOptions | undefined): 
     if (typeof options.asyncContext !== 'boolean')
       fail('asyncContext', options.asyncContext, 'true or false');
     resolved.asyncContext = options.asyncContext;
+  }
+  if (options.exclude !== undefined) {
+    compileExclusions(options.exclude, fail);
+    resolved.exclude = [...options.exclude];
   }
   return resolved;
 }
