@@ -2,11 +2,15 @@ import { Inject, Injectable, Logger } from '@nestjs/common';
 import { ServerResponse } from 'node:http';
 import type { Server } from 'node:http';
 import type { Socket } from 'node:net';
+import { Server as TlsServer } from 'node:tls';
 import { RESOLVED_OPTIONS } from '../module/cancellation.module-definition.js';
 import type { ResolvedCancellationOptions } from '../module/cancellation.options.js';
 
-/** A socket of the HTTP server, with the response it is writing (Node's own field). */
-type TrackedSocket = Socket & { _httpMessage?: unknown };
+/**
+ * A socket of the HTTP server, with the response it is writing (Node's own field); on HTTPS the TLS socket,
+ * whose `_parent` is the TCP socket under it.
+ */
+type TrackedSocket = Socket & { _httpMessage?: unknown; _parent?: Socket };
 
 /**
  * The HTTP server's connections, one listener each: which requests arrived before the drain began (they get
@@ -18,6 +22,8 @@ type TrackedSocket = Socket & { _httpMessage?: unknown };
 export class ConnectionTracker {
   /** Open sockets of the HTTP server and when each connected. */
   private readonly sockets = new Map<TrackedSocket, number>();
+  /** HTTPS: TCP connections whose TLS handshake has not completed (nothing else would end them). */
+  private readonly handshaking = new Set<Socket>();
   private server: Server | undefined;
   /** Responses that were open when the drain began. */
   private readonly admitted = new WeakSet<ServerResponse>();
@@ -31,10 +37,24 @@ export class ConnectionTracker {
 
   /** Starts counting the server's sockets. */
   attach(server: Server): void {
+    refuseHttp2(server);
     this.server = server;
-    server.on('connection', (socket: TrackedSocket) => {
+    const track = (socket: TrackedSocket): void => {
       this.sockets.set(socket, performance.now());
       socket.once('close', () => this.sockets.delete(socket));
+    };
+    if (!(server instanceof TlsServer)) {
+      server.on('connection', track);
+      return;
+    }
+    // On HTTPS, 'connection' gives the TCP socket; the response in progress lives on the TLS socket above it.
+    server.on('connection', (socket: Socket) => {
+      this.handshaking.add(socket);
+      socket.once('close', () => this.handshaking.delete(socket));
+    });
+    server.on('secureConnection', (socket: TrackedSocket) => {
+      if (socket._parent !== undefined) this.handshaking.delete(socket._parent);
+      track(socket);
     });
   }
 
@@ -111,6 +131,8 @@ export class ConnectionTracker {
       socket.destroy();
     }
     this.sockets.clear();
+    for (const socket of this.handshaking) socket.destroy();
+    this.handshaking.clear();
     this.server?.closeIdleConnections?.();
     if (ended === 0 && this.options.logCancellations) {
       this.logger.log(
@@ -118,4 +140,19 @@ export class ConnectionTracker {
       );
     }
   }
+}
+
+/**
+ * HTTP/2 is refused at start-up rather than half served: its compatibility API reports neither a client's
+ * stream reset as a hang-up nor its sessions to the shutdown (which then waits for every client's session),
+ * and forbids the `Connection: close` a shutdown answers with.
+ */
+function refuseHttp2(server: Server): void {
+  // Only HTTP/2 servers (`http2.createServer()`, `createSecureServer()`) have `updateSettings()`.
+  if (typeof (server as { updateSettings?: unknown }).updateSettings !== 'function') return;
+  throw new Error(
+    'nestjs-cancellation does not support HTTP/2 (e.g. new FastifyAdapter({ http2: true })): client hang-ups ' +
+      'and shutdown cannot be followed per HTTP/2 stream, so requests would not be cancelled as promised. ' +
+      'Serve HTTP/1.1 (HTTPS is supported) and terminate HTTP/2 at a proxy or load balancer in front.',
+  );
 }

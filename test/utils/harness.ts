@@ -4,6 +4,7 @@ import { ExpressAdapter } from '@nestjs/platform-express';
 import { FastifyAdapter } from '@nestjs/platform-fastify';
 import { once } from 'node:events';
 import http from 'node:http';
+import https from 'node:https';
 import type { AddressInfo } from 'node:net';
 import type { Socket } from 'node:net';
 import { inspect, types } from 'node:util';
@@ -106,6 +107,8 @@ export interface CreateAppOptions {
   readonly logs?: LogCapture;
   /** Runs after the app is created and before it listens (e.g. to register a Fastify content-type parser). */
   readonly configure?: (app: INestApplication, adapter: AdapterName) => void | Promise<void>;
+  /** Serves HTTPS with this key and certificate (see test/utils/tls.ts) instead of HTTP. */
+  readonly https?: { readonly key: string; readonly cert: string };
 }
 
 /**
@@ -118,8 +121,14 @@ export async function createApp(
   options: CreateAppOptions = {},
 ): Promise<TestApp> {
   const logs = options.logs ?? new LogCapture();
-  const httpAdapter = adapter === 'express' ? new ExpressAdapter() : new FastifyAdapter();
-  const app = await NestFactory.create(module, httpAdapter, { logger: logs, abortOnError: false });
+  const tls = options.https;
+  const httpAdapter =
+    adapter === 'express' ? new ExpressAdapter() : new FastifyAdapter(tls && { https: { ...tls } });
+  const app = await NestFactory.create(module, httpAdapter, {
+    logger: logs,
+    abortOnError: false,
+    ...(tls && adapter === 'express' ? { httpsOptions: { ...tls } } : {}),
+  });
   await options.configure?.(app, adapter);
   await app.listen(0, '127.0.0.1');
   const server = app.getHttpServer() as http.Server;
@@ -131,7 +140,7 @@ export async function createApp(
     app,
     adapter,
     port,
-    url: `http://127.0.0.1:${port}`,
+    url: `${tls ? 'https' : 'http'}://127.0.0.1:${port}`,
     logs,
     responses,
     close() {
@@ -169,6 +178,8 @@ export interface RequestOptions {
   readonly headers?: http.OutgoingHttpHeaders;
   /** `false` (the default here) opens a fresh connection that closes after the response. */
   readonly agent?: http.Agent | false;
+  /** A certificate to trust: the request goes over HTTPS (to a server of `createApp(..., { https })`). */
+  readonly ca?: string;
 }
 
 export interface RequestHandle {
@@ -192,14 +203,16 @@ export function startRequest(port: number, path: string, options: RequestOptions
     headers['content-type'] ??= 'application/json';
     headers['content-length'] = Buffer.byteLength(payload);
   }
-  const request = http.request({
+  const target = {
     host: '127.0.0.1',
     port,
     path,
     method: options.method ?? 'GET',
     headers,
     agent: options.agent ?? false,
-  });
+  };
+  const request =
+    options.ca === undefined ? http.request(target) : https.request({ ...target, ca: options.ca });
   const socket = new Promise<Socket>((resolve) => request.once('socket', resolve));
   const result = new Promise<RequestResult>((resolve) => {
     request.once('error', (error) => resolve({ error }));
