@@ -4,8 +4,10 @@ import { CancellationModule } from 'nestjs-cancellation';
 import { AggregateModule } from './aggregate/aggregate.module.js';
 import { CommandsModule } from './commands/commands.module.js';
 import { DemoModule } from './demo/demo.module.js';
+import { DigestModule } from './digest/digest.module.js';
 import { PrimesModule } from './primes/primes.module.js';
 import { ProcessingModule } from './processing/processing.module.js';
+import { RenderModule } from './render/render.module.js';
 import { ReportsModule } from './reports/reports.module.js';
 import { TasksModule } from './tasks/tasks.module.js';
 import { WorkersModule } from './workers/workers.module.js';
@@ -31,6 +33,10 @@ import { WorkersModule } from './workers/workers.module.js';
     CommandsModule,
     // The demo page (GET /demo): a long job followed over SSE, cancelled from the browser.
     DemoModule,
+    // Beyond HTTP: a gRPC service (cancelled by its caller, its deadline, shutdown) and a scheduled job
+    // (stopped by its budget, an operator, shutdown).
+    RenderModule,
+    DigestModule,
   ],
 })
 export class AppModule implements OnModuleDestroy, OnApplicationShutdown {
