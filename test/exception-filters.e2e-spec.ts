@@ -304,7 +304,9 @@ describe.each(ADAPTERS)('outcome exceptions an application catches (%s)', (adapt
     const client = startRequest(t.port, `/filtered/handler/${id}`, { headers: { 'x-request-id': id } });
     await waitFor(() => started.has(id), { message: 'the handler to start' });
     const { CancellationRegistry } = await import('nestjs-cancellation');
-    expect(t.app.get(CancellationRegistry).cancel(id, 'stopped by an operator')).toBe(1);
+    const registry = t.app.get(CancellationRegistry);
+    const listed = registry.inFlight().find((entry) => entry.correlationId === id);
+    expect(registry.cancel(listed?.id ?? '', 'stopped by an operator')).toBe(1);
     const response = await client.response();
     expect(response.status).toBe(503);
     expect(response.json).toEqual({ cancelled: 'manual', name: 'RequestCancelledException' });

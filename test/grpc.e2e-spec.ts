@@ -447,9 +447,16 @@ describe.each(ADAPTERS)('gRPC calls in a hybrid application on %s', (adapter: Ad
     await waitFor(() => probe(tag).signal, { message: 'the handler to start' });
     const registry = testApp.app.get(CancellationRegistry);
     const [entry] = registry.inFlight();
-    expect(entry).toMatchObject({ id: `id-${tag}`, method: 'GRPC', route: 'probe.Probe/Hold' });
+    // The id is the server's own; the caller's x-request-id metadata is the correlation id.
+    expect(entry).toMatchObject({
+      id: expect.stringMatching(/^[0-9a-f-]{36}$/),
+      correlationId: `id-${tag}`,
+      method: 'GRPC',
+      route: 'probe.Probe/Hold',
+    });
     expect(entry.remainingMs).toBeGreaterThan(3000);
-    expect(registry.cancel(`id-${tag}`, 'Stopped by an operator')).toBe(1);
+    expect(registry.cancel(`id-${tag}`, 'Stopped by an operator')).toBe(0);
+    expect(registry.cancel(entry.id, 'Stopped by an operator')).toBe(1);
     const result = await outcome;
     expect(codeOf(result)).toBe(grpc.status.CANCELLED);
     expect((result as { error: grpc.ServiceError }).error.details).toBe('Stopped by an operator');

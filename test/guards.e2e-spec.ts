@@ -78,7 +78,7 @@ class SlowLookupPipe implements PipeTransform<string, Promise<string>> {
 
   async transform(tag: string): Promise<string> {
     const record = seenBy(tag);
-    record.pipeId = this.cancellation.requestId;
+    record.pipeId = this.cancellation.correlationId;
     try {
       await delay(5_000, undefined, { signal: this.cancellation.signal });
     } catch (err) {
@@ -218,7 +218,7 @@ describe.each(ADAPTERS)('guards, pipes and middleware (%s)', (adapter) => {
     expect(t.logs.errors.some((line) => line.text.includes('the auth service is down'))).toBe(true);
   });
 
-  it('a pipe sees the request itself: its id, and a signal that aborts when the client hangs up', async () => {
+  it('a pipe sees the request itself: its correlation id, and a signal that aborts when the client hangs up', async () => {
     const tag = `pipe-${adapter}`;
     const client = startRequest(t.port, `/guarded/pipe/${tag}`, { headers: { 'x-request-id': tag } });
     await waitFor(() => seenBy(tag).pipeId, { message: 'the pipe to run' });

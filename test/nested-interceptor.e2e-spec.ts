@@ -41,8 +41,8 @@ class TwiceController {
   }
 
   @Get('quick')
-  quick(): { requestId: string | undefined } {
-    return { requestId: this.cancellation.requestId };
+  quick(): { correlationId: string | undefined } {
+    return { correlationId: this.cancellation.correlationId };
   }
 }
 
@@ -85,13 +85,15 @@ describe.each(ADAPTERS)('the interceptor applied twice (%s)', (adapter: AdapterN
       t.app
         .get(CancellationRegistry)
         .inFlight()
-        .map((work) => work.id),
+        .map((work) => work.correlationId),
     ).toEqual([id]);
     client.abort();
     await waitFor(() => settled.has(id) && events.settled.length > 0, { message: 'the handler to settle' });
     await sleep(50);
-    expect(events.cancelled.map((event) => [event.id, event.kind])).toEqual([[id, 'client-disconnected']]);
-    expect(events.settled.map((event) => event.id)).toEqual([id]);
+    expect(events.cancelled.map((event) => [event.correlationId, event.kind])).toEqual([
+      [id, 'client-disconnected'],
+    ]);
+    expect(events.settled.map((event) => event.correlationId)).toEqual([id]);
     expect(verboseLines(t, id)).toHaveLength(1);
     expect(t.app.get(CancellationRegistry).inFlight()).toEqual([]);
   });
@@ -105,7 +107,7 @@ describe.each(ADAPTERS)('the interceptor applied twice (%s)', (adapter: AdapterN
     expect(response.status).toBe(504);
     await waitFor(() => settled.has(id), { message: 'the handler to settle' });
     await sleep(50);
-    expect(events.cancelled.map((event) => [event.id, event.kind])).toEqual([[id, 'timeout']]);
+    expect(events.cancelled.map((event) => [event.correlationId, event.kind])).toEqual([[id, 'timeout']]);
     expect(verboseLines(t, id)).toHaveLength(1);
   });
 
@@ -113,7 +115,7 @@ describe.each(ADAPTERS)('the interceptor applied twice (%s)', (adapter: AdapterN
     const response = await startRequest(t.port, '/twice/quick', {
       headers: { 'x-request-id': `${adapter}-quick` },
     }).response();
-    expect(response.json).toEqual({ requestId: `${adapter}-quick` });
+    expect(response.json).toEqual({ correlationId: `${adapter}-quick` });
     expect(t.app.get(CancellationRegistry).inFlight()).toEqual([]);
   });
 });
@@ -165,7 +167,9 @@ describe('the interceptor applied twice to a GraphQL resolver (Apollo on Express
         message: 'the resolver to settle',
       });
       await sleep(50);
-      expect(events.cancelled.map((event) => [event.id, event.kind])).toEqual([[id, 'client-disconnected']]);
+      expect(events.cancelled.map((event) => [event.correlationId, event.kind])).toEqual([
+        [id, 'client-disconnected'],
+      ]);
       expect(events.settled).toHaveLength(1);
       expect(verboseLines(t, id)).toHaveLength(1);
     } finally {

@@ -176,7 +176,7 @@ describe.each(ADAPTERS)('still-running detector (%s)', (adapter) => {
     }
     expect(warnings()).toEqual([
       expect.stringMatching(
-        /^GET \/work\/stubborn \[detector-first\] is still running 100 ms after its signal aborted \(client-disconnected\)/,
+        /^GET \/work\/stubborn \[[0-9a-f-]{36}\] \(correlation id detector-first\) is still running 100 ms after its signal aborted \(client-disconnected\)/,
       ),
     ]);
     expect(t.logs.errors).toEqual([]);

@@ -326,10 +326,11 @@ describe.each(['express', 'fastify'] as const)('README examples on %s', (adapter
     const operator = { 'x-operator-token': 'readme-token' };
     const list = (await (await fetch(`${url}/ops/requests`, { headers: operator })).json()) as {
       id: string;
+      correlationId?: string;
       route: string;
     }[];
-    expect(list).toEqual([expect.objectContaining({ id: 'export-42', route: '/exports/slow' })]);
-    const cancel = await fetch(`${url}/ops/requests/export-42/cancel`, {
+    expect(list).toEqual([expect.objectContaining({ correlationId: 'export-42', route: '/exports/slow' })]);
+    const cancel = await fetch(`${url}/ops/requests/${list[0].id}/cancel`, {
       method: 'POST',
       headers: { ...operator, 'content-type': 'application/json' },
       body: JSON.stringify({ message: 'Cancelled by the on-call engineer' }),

@@ -15,8 +15,14 @@ import { ADAPTERS, createApp, request, rootModule, sleep, startRequest, waitFor 
 import type { TestApp } from './utils/harness.js';
 
 /** What each request (by its `tag`) saw. */
-const seen = new Map<string, { id?: string; reason?: unknown; settled?: boolean }>();
-function record(tag: string): { id?: string; reason?: unknown; settled?: boolean } {
+const seen = new Map<string, Seen>();
+interface Seen {
+  id?: string;
+  correlationId?: string;
+  reason?: unknown;
+  settled?: boolean;
+}
+function record(tag: string): Seen {
   let entry = seen.get(tag);
   if (entry === undefined) seen.set(tag, (entry = {}));
   return entry;
@@ -31,6 +37,7 @@ class JobsController {
   async wait(@Query('tag') tag: string, @RequestSignal() signal: AbortSignal): Promise<string> {
     const entry = record(tag);
     entry.id = this.cancellation.requestId;
+    entry.correlationId = this.cancellation.correlationId;
     try {
       await delay(10_000, undefined, { signal });
       return 'done';
@@ -78,6 +85,8 @@ class TokenGuard implements CanActivate {
 }
 
 const AUTH = { authorization: 'Bearer let-me-in' };
+/** A server-made request id. */
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
 
 describe.each(ADAPTERS)('in-flight registry (%s)', (adapter) => {
   let t: TestApp;
@@ -104,25 +113,51 @@ describe.each(ADAPTERS)('in-flight registry (%s)', (adapter) => {
   });
   afterAll(() => t.close());
 
-  /** Waits until the registry lists a request with this id. */
-  function listed(id: string): Promise<InFlightRequest> {
-    return waitFor(() => cancellation.inFlight().find((entry) => entry.id === id), {
-      message: `${id} in the registry`,
+  /** Waits until the registry lists a request that carried this `x-request-id` (its correlation id). */
+  function listed(correlationId: string): Promise<InFlightRequest> {
+    return waitFor(() => cancellation.inFlight().find((entry) => entry.correlationId === correlationId), {
+      message: `${correlationId} in the registry`,
     });
   }
 
-  it('lists a request in flight with the id from x-request-id, its route and its age', async () => {
+  it("lists a request in flight with the server's id, x-request-id as its correlation id, its route and its age", async () => {
     const handle = startRequest(t.port, '/jobs/wait?tag=list', { headers: { 'x-request-id': 'req-list-1' } });
     const entry = await listed('req-list-1');
-    expect(entry).toMatchObject({ id: 'req-list-1', method: 'GET', route: '/jobs/wait' });
+    expect(entry).toMatchObject({
+      id: expect.stringMatching(UUID),
+      correlationId: 'req-list-1',
+      method: 'GET',
+      route: '/jobs/wait',
+    });
     expect(entry.elapsedMs).toBeGreaterThanOrEqual(0);
     expect(Math.abs(entry.startedAt - Date.now())).toBeLessThan(5_000);
     expect(entry).not.toHaveProperty('remainingMs');
     expect(entry).not.toHaveProperty('cancelled');
-    expect(record('list').id).toBe('req-list-1');
+    expect(record('list')).toMatchObject({ id: entry.id, correlationId: 'req-list-1' });
     handle.abort();
     await waitFor(() => record('list').settled, { message: 'the handler to stop' });
-    expect(cancellation.inFlight().some((e) => e.id === 'req-list-1')).toBe(false);
+    expect(cancellation.inFlight().some((e) => e.id === entry.id)).toBe(false);
+  });
+
+  it('gives two requests that carry the same x-request-id two ids; cancel(id) stops only one', async () => {
+    const first = startRequest(t.port, '/jobs/wait?tag=same-1', { headers: { 'x-request-id': 'same' } });
+    const second = startRequest(t.port, '/jobs/wait?tag=same-2', { headers: { 'x-request-id': 'same' } });
+    const both = await waitFor(
+      () => {
+        const entries = cancellation.inFlight().filter((entry) => entry.correlationId === 'same');
+        return entries.length === 2 ? entries : undefined;
+      },
+      { message: 'both requests in the registry' },
+    );
+    expect(both[0].id).not.toBe(both[1].id);
+    // The client's value never reaches cancel().
+    expect(cancellation.cancel('same')).toBe(0);
+    const target = both.find((entry) => entry.id === record('same-1').id) as InFlightRequest;
+    expect(cancellation.cancel(target.id, 'Only this one')).toBe(1);
+    expect((await first.response()).status).toBe(503);
+    expect(record('same-2').reason).toBeUndefined();
+    expect(cancellation.inFlight().filter((entry) => entry.correlationId === 'same')).toHaveLength(1);
+    second.abort();
   });
 
   it('shows the remaining budget of a request that has one', async () => {
@@ -138,14 +173,17 @@ describe.each(ADAPTERS)('in-flight registry (%s)', (adapter) => {
     ['a space', 'two words'],
     ['a slash', 'a/b'],
     ['a quote', 'a"b'],
-  ])('generates a UUID when the request id header has %s', async (_what, value) => {
+  ])('keeps no correlation id when the request id header has %s', async (_what, value) => {
     const tag = `invalid-${_what}`;
     const handle = startRequest(t.port, `/jobs/wait?tag=${encodeURIComponent(tag)}`, {
       headers: { 'x-request-id': value },
     });
     const id = await waitFor(() => record(tag).id, { message: 'the handler to start' });
-    expect(id).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
-    expect((await listed(id)).route).toBe('/jobs/wait');
+    expect(id).toMatch(UUID);
+    expect(record(tag).correlationId).toBeUndefined();
+    const entry = cancellation.inFlight().find((e) => e.id === id);
+    expect(entry?.route).toBe('/jobs/wait');
+    expect(entry).not.toHaveProperty('correlationId');
     handle.abort();
   });
 
@@ -154,9 +192,9 @@ describe.each(ADAPTERS)('in-flight registry (%s)', (adapter) => {
     const bystander = startRequest(t.port, '/jobs/wait?tag=bystander', {
       headers: { 'x-request-id': 'bystander' },
     });
-    await listed('target');
-    await listed('bystander');
-    expect(cancellation.cancel('target', 'Stopped by the on-call engineer')).toBe(1);
+    const { id } = await listed('target');
+    const other = await listed('bystander');
+    expect(cancellation.cancel(id, 'Stopped by the on-call engineer')).toBe(1);
     const response = await target.response();
     expect(response.status).toBe(503);
     expect(response.json).toMatchObject({ message: 'Stopped by the on-call engineer' });
@@ -164,30 +202,32 @@ describe.each(ADAPTERS)('in-flight registry (%s)', (adapter) => {
     expect(isCancellationError(reason)).toBe(true);
     expect((reason as CancellationError).kind).toBe('manual');
     // The other request goes on.
-    expect(cancellation.inFlight().map((entry) => entry.id)).toContain('bystander');
+    expect(cancellation.inFlight().map((entry) => entry.id)).toContain(other.id);
     expect(record('bystander').reason).toBeUndefined();
-    expect(cancellation.cancel('target')).toBe(0);
+    expect(cancellation.cancel(id)).toBe(0);
     expect(cancellation.cancel('no-such-request')).toBe(0);
     bystander.abort();
-    expect(() => cancellation.cancel('bystander', 'x'.repeat(501))).toThrow(/at most 500 characters/);
+    expect(() => cancellation.cancel(other.id, 'x'.repeat(501))).toThrow(/at most 500 characters/);
   });
 
-  it('reports every cancellation, then its handler settling, with the same id', async () => {
+  it('reports every cancellation, then its handler settling, with the same id and correlation id', async () => {
     cancelled.length = 0;
     settled.length = 0;
     const handle = startRequest(t.port, '/jobs/wait?tag=events', { headers: { 'x-request-id': 'events-1' } });
-    await listed('events-1');
+    const { id } = await listed('events-1');
     handle.abort();
-    await waitFor(() => settled.find((event) => event.id === 'events-1'), { message: 'settled event' });
-    expect(cancelled.filter((event) => event.id === 'events-1')).toEqual([
+    await waitFor(() => settled.find((event) => event.id === id), { message: 'settled event' });
+    expect(cancelled.filter((event) => event.id === id)).toEqual([
       expect.objectContaining({
-        id: 'events-1',
+        id,
+        correlationId: 'events-1',
         kind: 'client-disconnected',
         method: 'GET',
         route: '/jobs/wait',
       }),
     ]);
-    const event = settled.find((e) => e.id === 'events-1');
+    const event = settled.find((e) => e.id === id);
+    expect(event?.correlationId).toBe('events-1');
     expect(event?.settledAfterMs).toBeGreaterThanOrEqual(0);
     expect(event?.settledAfterMs).toBeLessThan(1_000);
   });
@@ -197,20 +237,20 @@ describe.each(ADAPTERS)('in-flight registry (%s)', (adapter) => {
     const handle = startRequest(t.port, '/jobs/stubborn?tag=stubborn&ms=400', {
       headers: { 'x-request-id': 'stubborn-1' },
     });
-    await listed('stubborn-1');
+    const { id } = await listed('stubborn-1');
     handle.abort();
     const lingering = await waitFor(
-      () => cancellation.inFlight().find((e) => e.id === 'stubborn-1' && e.cancelled !== undefined),
+      () => cancellation.inFlight().find((e) => e.id === id && e.cancelled !== undefined),
       { message: 'the cancelled handler to be listed as still running' },
     );
     expect(lingering.cancelled).toBe('client-disconnected');
-    const event = await waitFor(() => settled.find((e) => e.id === 'stubborn-1'), {
+    const event = await waitFor(() => settled.find((e) => e.id === id), {
       message: 'settled event',
     });
     expect(record('stubborn').settled).toBe(true);
     // It went on for the rest of its 400 ms after the hang-up.
     expect(event.settledAfterMs).toBeGreaterThan(150);
-    expect(cancellation.inFlight().some((e) => e.id === 'stubborn-1')).toBe(false);
+    expect(cancellation.inFlight().some((e) => e.id === id)).toBe(false);
   });
 
   describe('admin controller', () => {
@@ -224,15 +264,22 @@ describe.each(ADAPTERS)('in-flight registry (%s)', (adapter) => {
 
     it('lists the requests in flight (not its own) and cancels one by id', async () => {
       const handle = startRequest(t.port, '/jobs/wait?tag=admin', { headers: { 'x-request-id': 'admin-1' } });
-      await listed('admin-1');
+      const { id } = await listed('admin-1');
       const list = await request(t.port, '/ops/cancellation/requests', {
         headers: { ...AUTH, 'x-request-id': 'operator-list' },
       });
       expect(list.status).toBe(200);
-      const ids = (list.json as InFlightRequest[]).map((entry) => entry.id);
-      expect(ids).toContain('admin-1');
-      expect(ids).not.toContain('operator-list');
-      const cancel = await request(t.port, '/ops/cancellation/requests/admin-1/cancel', {
+      const entries = list.json as InFlightRequest[];
+      expect(entries.map((entry) => entry.id)).toContain(id);
+      expect(entries.find((entry) => entry.id === id)?.correlationId).toBe('admin-1');
+      expect(entries.map((entry) => entry.correlationId)).not.toContain('operator-list');
+      // A correlation id is not an id: 404.
+      const byCorrelation = await request(t.port, '/ops/cancellation/requests/admin-1/cancel', {
+        method: 'POST',
+        headers: AUTH,
+      });
+      expect(byCorrelation.status).toBe(404);
+      const cancel = await request(t.port, `/ops/cancellation/requests/${id}/cancel`, {
         method: 'POST',
         headers: AUTH,
         body: { message: 'Stuck for too long' },
@@ -251,14 +298,14 @@ describe.each(ADAPTERS)('in-flight registry (%s)', (adapter) => {
       });
       expect(unknown.status).toBe(404);
       const handle = startRequest(t.port, '/jobs/wait?tag=bad', { headers: { 'x-request-id': 'bad-msg' } });
-      await listed('bad-msg');
-      const bad = await request(t.port, '/ops/cancellation/requests/bad-msg/cancel', {
+      const { id } = await listed('bad-msg');
+      const bad = await request(t.port, `/ops/cancellation/requests/${id}/cancel`, {
         method: 'POST',
         headers: AUTH,
         body: { message: 42 },
       });
       expect(bad.status).toBe(400);
-      expect(cancellation.inFlight().some((e) => e.id === 'bad-msg')).toBe(true);
+      expect(cancellation.inFlight().some((e) => e.id === id)).toBe(true);
       handle.abort();
     });
   });

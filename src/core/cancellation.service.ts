@@ -99,11 +99,21 @@ export class CancellationService {
   }
 
   /**
-   * The current HTTP request's id (from `requestIdHeader` when the request carried a valid one, else
-   * generated), as `inFlight()` lists it and log lines show it; `undefined` outside an HTTP request.
+   * The current request's id, as `inFlight()` lists it, `cancel(id)` takes it and log lines show it: made by
+   * the server and unique. `undefined` outside a request. (In 0.1.0 it was the `requestIdHeader` value when
+   * the request carried one: that is now `correlationId`.)
    */
   get requestId(): string | undefined {
     const id = (scopeStorage.getStore() as { id?: unknown } | undefined)?.id;
+    return typeof id === 'string' ? id : undefined;
+  }
+
+  /**
+   * The current request's `requestIdHeader` value (e.g. the id a gateway or tracing proxy assigned), when it
+   * carried a well-formed one; `undefined` otherwise and outside a request.
+   */
+  get correlationId(): string | undefined {
+    const id = (scopeStorage.getStore() as { correlationId?: unknown } | undefined)?.correlationId;
     return typeof id === 'string' ? id : undefined;
   }
 

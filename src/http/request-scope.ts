@@ -4,7 +4,7 @@ import type { Subscriber, Unsubscribable } from 'rxjs';
 import { CancellationError, findCancellationError } from '../core/cancellation-error.js';
 import { isTimeoutFailure } from '../core/timeout-failure.js';
 import type { CancellationRuntime } from '../module/cancellation-runtime.js';
-import { requestIdOf } from '../registry/request-id.js';
+import { correlationIdOf, newWorkId } from '../registry/request-id.js';
 import { TrackedScope } from '../registry/tracked-scope.js';
 import { isGone, outcomeOf } from './request-outcome.js';
 import { streamSource } from './stream-source.js';
@@ -55,9 +55,14 @@ export class RequestScope extends TrackedScope {
     super(runtime);
   }
 
-  /** The request's id: from the `requestIdHeader` when valid, else generated (on first read). */
+  /** The request's id: made by the server, unique (on first read). */
   get id(): string {
-    return (this.requestId ??= requestIdOf(this.request, this.runtime.options.requestIdHeader));
+    return (this.requestId ??= newWorkId());
+  }
+
+  /** The request's `requestIdHeader` value, when it carried a well-formed one. */
+  get correlationId(): string | undefined {
+    return correlationIdOf(this.request, this.runtime.options.requestIdHeader);
   }
 
   /** The request method. */

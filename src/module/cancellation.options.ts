@@ -64,11 +64,12 @@ export interface CancellationModuleOptions {
   logCancellations?: boolean;
 
   /**
-   * Name of a request header whose value becomes the request's id (in `CancellationService.inFlight()`, in
-   * `cancel(id)` and in log lines), e.g. the id a gateway or a tracing proxy assigned. A value that is not
-   * 1 to 128 characters of `A-Z a-z 0-9 . _ ~ : @ + = -` (or a repeated header) is ignored and the request
-   * gets a generated UUID, as does a request without the header. `false`: always generate. Ids taken from a
-   * header are the client's word: two requests may carry the same one.
+   * Name of a request header (and gRPC metadata entry) whose value is kept as the request's `correlationId`
+   * (in `inFlight()`, the cancellation events, `CancellationService.correlationId` and log lines), e.g. the id
+   * a gateway or a tracing proxy assigned. A value that is not 1 to 128 characters of
+   * `A-Z a-z 0-9 . _ ~ : @ + = -` (or a repeated header) is ignored. `false`: keep none. The request's `id`,
+   * what `cancel(id)` takes, is always the server's own UUID: a client cannot choose it, and no two requests
+   * share it. (In 0.1.0 this header's value was the id.)
    * @default 'x-request-id'
    */
   requestIdHeader?: string | false;

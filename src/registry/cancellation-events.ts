@@ -3,6 +3,7 @@ import type { CancellationError } from '../core/cancellation-error.js';
 import { RESOLVED_OPTIONS } from '../module/cancellation.module-definition.js';
 import type { ResolvedCancellationOptions } from '../module/cancellation.options.js';
 import type { CancelledEvent, CancellationListener, SettledEvent } from './cancellation-events.types.js';
+import { describeWork } from './tracked-work.js';
 import type { TrackedWork } from './tracked-work.js';
 
 function addListener<L>(listeners: L[], listener: L): () => void {
@@ -42,7 +43,7 @@ export class CancellationEvents {
   cancelled(work: TrackedWork, reason: CancellationError): void {
     if (this.options.logCancellations) {
       this.logger.verbose(
-        `${work.method} ${work.route} [${work.id}] cancelled (${reason.kind}) after ` +
+        `${describeWork(work)} cancelled (${reason.kind}) after ` +
           `${Math.round(work.abortedAt - work.startedAt)} ms`,
       );
     }
@@ -69,8 +70,10 @@ export class CancellationEvents {
 }
 
 function eventOf(work: TrackedWork, reason: CancellationError): CancelledEvent {
+  const { correlationId } = work;
   return {
     id: work.id,
+    ...(correlationId === undefined ? {} : { correlationId }),
     kind: reason.kind,
     reason,
     method: work.method,

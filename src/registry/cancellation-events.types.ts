@@ -4,8 +4,13 @@ import type { CancellationError, CancellationKind } from '../core/cancellation-e
  * A request was cancelled: its signal aborted. Given to `CancellationService.onCancelled()` listeners.
  */
 export interface CancelledEvent {
-  /** The request's id (from `requestIdHeader`, else generated). */
+  /**
+   * The request's id: made by the server, unique, what `cancel(id)` takes. (In 0.1.0 it was the
+   * `requestIdHeader` value when the request carried one: that value is now `correlationId`.)
+   */
   readonly id: string;
+  /** The request's `requestIdHeader` value, when it carried a well-formed one: the caller's id for it. */
+  readonly correlationId?: string;
   /** Why it was cancelled. */
   readonly kind: CancellationKind;
   /** The reason its signal aborted with. */
@@ -32,8 +37,16 @@ export interface SettledEvent extends CancelledEvent {
 
 /** A request in flight, as `CancellationService.inFlight()` lists it. */
 export interface InFlightRequest {
-  /** The request's id (from `requestIdHeader`, else generated): what `cancel(id)` takes. */
+  /**
+   * The request's id: made by the server, unique, what `cancel(id)` takes. (In 0.1.0 it was the
+   * `requestIdHeader` value when the request carried one: that value is now `correlationId`.)
+   */
   readonly id: string;
+  /**
+   * The request's `requestIdHeader` value, when it carried a well-formed one: to find it in the logs of the
+   * gateway or client that sent it. Not unique (the client chooses it), so not what `cancel()` takes.
+   */
+  readonly correlationId?: string;
   /** The request method. */
   readonly method: string;
   /** The route pattern that matched (e.g. `/users/:id`), the URL when there is none. */

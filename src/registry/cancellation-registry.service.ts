@@ -40,9 +40,9 @@ export class CancellationRegistry {
 
   /**
    * Cancels the request in flight with this id: its signal aborts with a `CancellationError` of kind
-   * `'manual'` and its client is answered 503 with `message`. Returns how many requests were cancelled: 0
-   * when none has this id (it ended, or never existed), more than 1 only when clients sent the same id in
-   * `requestIdHeader`.
+   * `'manual'` and its client is answered 503 with `message`. Returns how many requests were cancelled: 1,
+   * or 0 when none has this id (it ended, or never existed). Ids are made by the server and unique; a
+   * request's `correlationId` (its `requestIdHeader`) is not one.
    *
    * @param id an id from `inFlight()` (or a log line)
    * @param message why, for the client's 503 body and the log (at most 500 characters)

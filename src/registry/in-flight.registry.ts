@@ -17,6 +17,8 @@ export class InFlightRegistry {
   private readonly lingering = new Set<TrackedWork>();
   /** Called each time work leaves the registry (the drain waits on it). */
   private onUntrack: (() => void) | undefined = undefined;
+  /** Called each time a cancelled handler settles (shutdown waits on it). */
+  private onSettle: (() => void) | undefined = undefined;
 
   constructor(@Inject(StillRunningDetector) private readonly detector: StillRunningDetector) {}
 
@@ -53,6 +55,12 @@ export class InFlightRegistry {
   /** The handler of cancelled work settled. */
   unlinger(work: TrackedWork): void {
     this.lingering.delete(work);
+    this.onSettle?.();
+  }
+
+  /** Calls `listener` each time a cancelled handler settles, until called again with `undefined`. */
+  whenSettled(listener: (() => void) | undefined): void {
+    this.onSettle = listener;
   }
 
   /** Cancels everything in flight with `reason`; returns how much there was. */
@@ -64,13 +72,16 @@ export class InFlightRegistry {
   }
 
   /**
-   * Cancels the work in flight with this id (`kind: 'manual'`). Ids from a header may repeat; all of them are
-   * cancelled. Returns how many were.
+   * Cancels the work in flight with this id (`kind: 'manual'`); returns how many were cancelled: 1, or 0 when
+   * none has it. Ids are the server's own and unique; a correlation id never matches.
    */
   cancelById(id: string, message: string): number {
-    const matches = [...this.running].filter((work) => work.reason === undefined && work.id === id);
-    for (const work of matches) work.cancel(new CancellationError('manual', message));
-    return matches.length;
+    for (const work of this.running) {
+      if (work.reason !== undefined || work.id !== id) continue;
+      work.cancel(new CancellationError('manual', message));
+      return 1;
+    }
+    return 0;
   }
 
   /** The work in flight, oldest first, and the cancelled work whose handler still runs. */
@@ -78,9 +89,10 @@ export class InFlightRegistry {
     const origin = performance.timeOrigin;
     const now = performance.now();
     const describe = (work: TrackedWork): InFlightRequest => {
-      const remainingMs = work.remainingMs;
+      const { remainingMs, correlationId } = work;
       return {
         id: work.id,
+        ...(correlationId === undefined ? {} : { correlationId }),
         method: work.method,
         route: work.route,
         startedAt: Math.round(origin + work.startedAt),

@@ -1,6 +1,7 @@
 import { Inject, Injectable, Logger } from '@nestjs/common';
 import { RESOLVED_OPTIONS } from '../module/cancellation.module-definition.js';
 import type { ResolvedCancellationOptions } from '../module/cancellation.options.js';
+import { describeWork } from './tracked-work.js';
 import type { TrackedWork } from './tracked-work.js';
 
 /**
@@ -26,7 +27,7 @@ export class StillRunningDetector {
       if (!stillRunning() || this.reported.has(route)) return;
       this.reported.add(route);
       this.logger.warn(
-        `${route} [${work.id}] is still running ${warnAfter} ms after its signal aborted ` +
+        `${describeWork(work)} is still running ${warnAfter} ms after its signal aborted ` +
           `(${work.reason?.kind}): the handler does not stop when its request is cancelled. Pass its ` +
           `AbortSignal (CancellationService.signal, @RequestSignal()) to what it awaits, or call ` +
           `checkpoint() in its loops. Reported once per route.`,

@@ -6,8 +6,13 @@ import type { CancellationError } from '../core/cancellation-error.js';
  * @internal
  */
 export interface TrackedWork {
-  /** Its id: what `cancel(id)` takes. */
+  /** Its id, made by the server and unique: what `cancel(id)` takes. */
   readonly id: string;
+  /**
+   * The id the caller gave it (the `requestIdHeader` of a request, a gRPC call's metadata entry), when it
+   * gave a well-formed one: for finding it in the caller's logs, never for acting on it.
+   */
+  readonly correlationId?: string;
   /** The request method, or what kind of work it is for work that is not an HTTP request. */
   readonly method: string;
   /** The route pattern, or the name of the work. */
@@ -22,4 +27,13 @@ export interface TrackedWork {
   readonly reason: CancellationError | undefined;
   /** Cancels it (does nothing once it was cancelled or has ended). */
   cancel(reason: CancellationError): void;
+}
+
+/**
+ * How log lines name `work`: `GET /users/:id [<id>]`, with ` (correlation id <value>)` when it has one.
+ * @internal
+ */
+export function describeWork(work: TrackedWork): string {
+  const correlation = work.correlationId === undefined ? '' : ` (correlation id ${work.correlationId})`;
+  return `${work.method} ${work.route} [${work.id}]${correlation}`;
 }

@@ -93,7 +93,7 @@ export async function expectStopsOnHangUp(
         .inFlight()
         .find((candidate) =>
           headerName !== false
-            ? candidate.id === tag
+            ? candidate.correlationId === tag
             : !known.has(candidate.id) && candidate.method === method && candidate.cancelled === undefined,
         );
       return entry?.id;

@@ -47,7 +47,7 @@ export class OperatorGuard implements CanActivate {
       // GET /ops/requests lists the requests in flight; POST /ops/requests/:id/cancel cancels one.
       // Off unless configured, and the application does not start without a guard.
       admin: { guard: OperatorGuard, path: 'ops' },
-      requestIdHeader: 'x-request-id', // the default: ids your gateway assigns show up in the list and logs
+      requestIdHeader: 'x-request-id', // the default: your gateway's id shows up as correlationId
       metrics: true, // OpenTelemetry metrics (install @opentelemetry/api)
       stillRunningWarningMs: process.env.NODE_ENV === 'production' ? false : 2_000,
     }),

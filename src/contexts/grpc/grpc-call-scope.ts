@@ -3,7 +3,7 @@ import type { Subscriber, Unsubscribable } from 'rxjs';
 import { CancellationError, findCancellationError } from '../../core/cancellation-error.js';
 import { isTimeoutFailure } from '../../core/timeout-failure.js';
 import type { CancellationRuntime } from '../../module/cancellation-runtime.js';
-import { requestIdFrom } from '../../registry/request-id.js';
+import { correlationIdFrom, newWorkId } from '../../registry/request-id.js';
 import { TrackedScope } from '../../registry/tracked-scope.js';
 import { DEADLINE_SLACK_MS, deadlineOf, endReasonOf } from './grpc-call.js';
 import type { GrpcServerCall } from './grpc-call.js';
@@ -66,13 +66,15 @@ export class GrpcCallScope extends TrackedScope {
         : Math.min(own, this.callerDeadline);
   }
 
-  /** The call's id: the `requestIdHeader` metadata entry when valid, else generated (on first read). */
+  /** The call's id: made by the server, unique (on first read). */
   get id(): string {
-    if (this.callId === undefined) {
-      const header = this.runtime.options.requestIdHeader;
-      this.callId = requestIdFrom(header === false ? undefined : this.call.metadata?.get(header)[0]);
-    }
-    return this.callId;
+    return (this.callId ??= newWorkId());
+  }
+
+  /** The call's `requestIdHeader` metadata entry, when it is one well-formed value. */
+  get correlationId(): string | undefined {
+    const header = this.runtime.options.requestIdHeader;
+    return header === false ? undefined : correlationIdFrom(this.call.metadata?.get(header)[0]);
   }
 
   /** `package.Service/Method`. */
