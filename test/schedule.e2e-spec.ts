@@ -170,12 +170,15 @@ class QuickJobs {
 
 @Controller('direct')
 class DirectController {
-  constructor(private readonly jobs: QuickJobs) {}
+  constructor(
+    private readonly jobs: QuickJobs,
+    private readonly cancellation: CancellationService,
+  ) {}
 
   @Get()
-  async direct(): Promise<string> {
+  async direct(): Promise<string | undefined> {
     await this.jobs.direct();
-    return 'done';
+    return this.cancellation.requestId;
   }
 }
 
@@ -364,13 +367,21 @@ describe.each(ADAPTERS)('scheduled runs (%s)', (adapter) => {
     expect(service.signal).toBe(service.shutdownSignal);
   });
 
+  it('runs get their scope with asyncContext: false too (that option concerns requests)', async () => {
+    t = await start(adapter, QuickJobs, { asyncContext: false });
+    const run = await waitFor(() => runsOf('probe-quick').find((r) => r.finished), { message: 'a run' });
+    expect(run.id).toMatch(/^[0-9a-f-]{36}$/);
+    expect(run.signal).not.toBe(t.app.get(CancellationService).shutdownSignal);
+  });
+
   it('a scheduled method called by other code runs in the caller’s scope, else in a run of its own', async () => {
     t = await start(adapter, QuickJobs, {}, [DirectController]);
-    const response = await request(t.port, '/direct', { headers: { 'x-request-id': 'direct-call-1' } });
+    const response = await request(t.port, '/direct');
     expect(response.status).toBe(200);
     await t.app.get(QuickJobs).direct();
     const [inRequest, alone] = runsOf('probe-direct');
-    expect(inRequest.id).toBe('direct-call-1');
+    // The request's own id: the method ran as part of the request, not as a run of its own.
+    expect(inRequest.id).toBe(response.body);
     expect(alone.id).toMatch(/^[0-9a-f-]{36}$/);
     expect(alone.signal).not.toBe(t.app.get(CancellationService).shutdownSignal);
   });
