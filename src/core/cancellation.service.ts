@@ -16,9 +16,10 @@ import type { CancellationError } from './cancellation-error.js';
  * The cancellation state of whatever is running now, for ordinary singleton services: no request-scoped
  * provider is needed. Inside an HTTP request it speaks of that request (found through AsyncLocalStorage, so
  * it stays right after `await`, in timers, in `Promise.all` branches and in callbacks of streams and
- * emitters the request created); inside a WebSocket or microservice message, of that message; outside any
- * (a cron job, a queue consumer, `onModuleInit` work) it speaks of the application, whose signal aborts when
- * it shuts down.
+ * emitters the request created); inside a WebSocket or microservice message or a gRPC call, of that; inside a
+ * run of a `@Cron()` / `@Interval()` / `@Timeout()` method (with `CancellationScheduleModule` from
+ * `nestjs-cancellation/schedule`), of that run; outside any (a queue consumer, `onModuleInit` work) it speaks
+ * of the application, whose signal aborts when it shuts down.
  *
  * Operators' tools live in `CancellationRegistry`, outbound HTTP helpers in `OutboundCancellation`.
  *
@@ -100,8 +101,8 @@ export class CancellationService {
 
   /**
    * The current request's id, as `inFlight()` lists it, `cancel(id)` takes it and log lines show it: made by
-   * the server and unique. `undefined` outside a request. (In 0.1.0 it was the `requestIdHeader` value when
-   * the request carried one: that is now `correlationId`.)
+   * the server and unique; inside a gRPC call or a scheduled run, its id. `undefined` outside any. (In 0.1.0 it
+   * was the `requestIdHeader` value when the request carried one: that is now `correlationId`.)
    */
   get requestId(): string | undefined {
     const id = (scopeStorage.getStore() as { id?: unknown } | undefined)?.id;
