@@ -1,5 +1,6 @@
 import type { ServerResponse } from 'node:http';
-import type { CancellationError } from '../core/cancellation-error.js';
+import { CancellationError, findCancellationError } from '../core/cancellation-error.js';
+import { isTimeoutFailure } from '../core/timeout-failure.js';
 import type { ResolvedCancellationOptions } from '../module/cancellation.options.js';
 import {
   ClientClosedRequestException,
@@ -42,4 +43,30 @@ export function outcomeOf(
  */
 export function isGone(response: ServerResponse): boolean {
   return response.destroyed && !response.writableFinished;
+}
+
+/**
+ * The cancellation a handler's failure stands for, if any: the reason itself, or e.g. the `AbortError` of
+ * `fetch` or `timers/promises` whose `cause` it is; a timeout failure (`isTimeoutFailure`) once the budget is
+ * `spent`. Anything else (a `NotFoundException`, a bug) is answered as what it is: `undefined`.
+ * @internal
+ */
+export function failureReason(
+  err: unknown,
+  response: ServerResponse,
+  spent: boolean,
+  timeoutMs: number | false,
+): CancellationError | undefined {
+  const reason = findCancellationError(err);
+  if (reason?.kind === 'client-disconnected' && !isGone(response)) {
+    // Another request's client left (work shared between requests, a coalesced cache fill): this client is
+    // still connected, must get an answer, and its signal must not claim that it left.
+    return new CancellationError('manual', 'Work this request depended on was cancelled', { cause: reason });
+  }
+  if (reason === undefined && spent && isTimeoutFailure(err)) {
+    // The budget is spent and the timer has not fired yet: a downstream that was given the same deadline
+    // gave up first.
+    return new CancellationError('timeout', `The request ran out of time (${timeoutMs} ms)`, { cause: err });
+  }
+  return reason;
 }

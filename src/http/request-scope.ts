@@ -1,30 +1,34 @@
 import type { CallHandler } from '@nestjs/common';
 import type { ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
 import type { Subscriber, Unsubscribable } from 'rxjs';
-import { CancellationError, findCancellationError } from '../core/cancellation-error.js';
-import { isTimeoutFailure } from '../core/timeout-failure.js';
+import { CancellationError } from '../core/cancellation-error.js';
 import type { CancellationRuntime } from '../module/cancellation-runtime.js';
 import { correlationIdOf, newWorkId } from '../registry/request-id.js';
 import { TrackedScope } from '../registry/tracked-scope.js';
-import { isGone, outcomeOf } from './request-outcome.js';
+import { failureReason, isGone, outcomeOf } from './request-outcome.js';
+import {
+  Listening,
+  listenToResponse,
+  onDeadline,
+  unwatchResponse,
+  watchResponse,
+  watcherOf,
+} from './response-watch.js';
+import type { WatchedRequest } from './response-watch.js';
 import { streamSource } from './stream-source.js';
 import type { StreamSource } from './stream-source.js';
-
-/** Where a response keeps the scope of the request it answers, for the shared `'close'` listener. */
-const SCOPE = Symbol('nestjs-cancellation.scope');
-
-type ScopedResponse = ServerResponse & { [SCOPE]?: RequestScope };
 
 /**
  * One HTTP request in flight: its cancellation reason, its AbortSignal, the subscription to the route
  * handler's stream, and what ends it: the response closing early, the deadline, shutdown, `cancel(id)`.
  *
  * It is also the AsyncLocalStorage store of the request, the observer of the handler's stream and the
- * teardown of the interceptor's stream: one object per request, so that the per-request cost stays at one
- * allocation, one `'close'` listener and one entry in the application's in-flight registry.
+ * teardown of the interceptor's stream: one object per request and one entry in the application's in-flight
+ * registry; a client's hang-up is heard by one listener per connection (see `watchResponse`).
  * @internal
  */
-export class RequestScope extends TrackedScope {
+export class RequestScope extends TrackedScope implements WatchedRequest {
   private timer: NodeJS.Timeout | undefined = undefined;
   /** Listener, timer and registry entry are gone. */
   private released = false;
@@ -36,6 +40,10 @@ export class RequestScope extends TrackedScope {
    */
   private sending = false;
   private requestId: string | undefined = undefined;
+  /** The connection the response is written to (when the handler starts), and whether the response has a
+   * `'close'` listener of its own (see `watchResponse`). */
+  private socket: Socket | null = null;
+  private listening = Listening.None;
 
   constructor(
     /** The platform's request object (Express `Request`, Fastify `FastifyRequest`). */
@@ -91,8 +99,7 @@ export class RequestScope extends TrackedScope {
    */
   start(subscriber: Subscriber<unknown>): Unsubscribable {
     this.subscriber = subscriber;
-    const response = this.response as ScopedResponse;
-    const { runtime } = this;
+    const { response, runtime } = this;
     if (isGone(response)) {
       this.cancel(new CancellationError('client-disconnected'));
       return this;
@@ -107,8 +114,8 @@ export class RequestScope extends TrackedScope {
       return this;
     }
     runtime.registry.track(this);
-    response[SCOPE] = this;
-    response.on('close', onResponseClose);
+    this.socket = response.socket;
+    this.listening = watchResponse(this);
     if (this.timeoutMs !== false) {
       this.timer = setTimeout(onDeadline, this.timeoutMs, this);
       this.timer.unref();
@@ -158,21 +165,7 @@ export class RequestScope extends TrackedScope {
    * as a 500; so does a timeout failure (`isTimeoutFailure`) once the budget is spent.
    */
   protected handlerFailed(err: unknown): void {
-    let reason = findCancellationError(err);
-    if (reason?.kind === 'client-disconnected' && !isGone(this.response)) {
-      // Another request's client left (work shared between requests, a coalesced cache fill): this client is
-      // still connected, must get an answer, and its signal must not claim that it left.
-      reason = new CancellationError('manual', 'Work this request depended on was cancelled', {
-        cause: reason,
-      });
-    }
-    if (reason === undefined && this.remainingMs === 0 && isTimeoutFailure(err)) {
-      // The budget is spent and the timer has not fired yet: a downstream that was given the same deadline
-      // gave up first. Any other failure (a NotFoundException, a bug) is answered as what it is.
-      reason = new CancellationError('timeout', `The request ran out of time (${this.timeoutMs} ms)`, {
-        cause: err,
-      });
-    }
+    const reason = failureReason(err, this.response, this.remainingMs === 0, this.timeoutMs);
     if (reason !== undefined) {
       this.cancel(reason);
       return;
@@ -187,6 +180,8 @@ export class RequestScope extends TrackedScope {
       // The body is sent after this stream completes: keep watching the response until it closes. The time
       // budget was for producing the answer; a download that outlasts it is not cut short.
       this.sending = true;
+      if (!(this.listening & Listening.Response)) listenToResponse(this);
+      this.listening |= Listening.Response;
       clearTimeout(this.timer);
       this.timer = undefined;
     }
@@ -236,9 +231,7 @@ export class RequestScope extends TrackedScope {
   /** Removes the listener, the timer and the registry entry. */
   private detach(): void {
     this.source = undefined;
-    const response = this.response as ScopedResponse;
-    response.removeListener('close', onResponseClose);
-    response[SCOPE] = undefined;
+    unwatchResponse(this, this.socket, this.listening);
     if (this.timer !== undefined) clearTimeout(this.timer);
     this.runtime.registry.untrack(this);
   }
@@ -251,21 +244,5 @@ export class RequestScope extends TrackedScope {
  * @internal
  */
 export function scopeOfResponse(response: unknown): RequestScope | undefined {
-  const candidate = response as (ScopedResponse & { raw?: ScopedResponse }) | null | undefined;
-  return candidate?.[SCOPE] ?? candidate?.raw?.[SCOPE];
-}
-
-/** One shared listener for every response: `this` is the response. */
-function onResponseClose(this: ScopedResponse): void {
-  const scope = this[SCOPE];
-  if (scope === undefined) return;
-  if (!this.writableFinished) scope.cancel(new CancellationError('client-disconnected'));
-  scope.responseClosed();
-}
-
-function onDeadline(scope: RequestScope): void {
-  // A response that streams already (an `@Sse()` stream, whose headers go out before its first event, or one
-  // the handler writes itself) is past its budget's reach; a disconnect or shutdown still ends it.
-  if (scope.response.headersSent) return;
-  scope.cancel(new CancellationError('timeout', `The request ran out of time (${scope.timeoutMs} ms)`));
+  return watcherOf(response) as RequestScope | undefined;
 }
