@@ -7,7 +7,7 @@ import ts from 'typescript';
 const SRC = fileURLToPath(new URL('../src/', import.meta.url));
 
 /** A file past this many lines holds more than one thing (STYLE.md: one file owns one thing). */
-const MAX_LINES = 300;
+const MAX_LINES = 250;
 
 function sourceFiles(dir: string): string[] {
   return readdirSync(dir).flatMap((name) => {
