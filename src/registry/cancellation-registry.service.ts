@@ -30,7 +30,9 @@ export class CancellationRegistry {
 
   /**
    * The HTTP requests in flight, oldest first: id, method, route, start, elapsed time and the remaining time
-   * budget when there is one. A request that was cancelled but whose handler is still running (it ignores its
+   * budget when there is one. gRPC calls are listed too (method `GRPC`, route `package.Service/Method`), and so
+   * are the runs of scheduled jobs with `CancellationScheduleModule` (method `CRON`, `INTERVAL` or `TIMEOUT`,
+   * route the job's name). A request that was cancelled but whose handler is still running (it ignores its
    * signal) stays listed, with `cancelled` saying why, until the handler settles: what `pg_stat_activity` is to
    * a database. Only requests that reached the interceptor are known (not those still in a guard).
    */
