@@ -119,10 +119,10 @@ class OverlapJobs {
 class StubbornJobs {
   constructor(private readonly cancellation: CancellationService) {}
 
-  /** Ignores its signal: 400 ms whatever happens. */
+  /** Ignores its signal: 600 ms whatever happens. */
   @Timeout('probe-stubborn', 20)
   stubborn(): Promise<void> {
-    return hold(this.cancellation, 'probe-stubborn', 400, { honours: false });
+    return hold(this.cancellation, 'probe-stubborn', 600, { honours: false });
   }
 }
 
@@ -254,6 +254,34 @@ describe.each(ADAPTERS)('scheduled runs (%s)', (adapter) => {
     expect(new Set(runs.map(kindOf))).toEqual(new Set(['shutdown']));
     expect(runs.every((run) => run.endedAt !== undefined)).toBe(true);
     expect(took).toBeLessThan(1000);
+  });
+
+  it('close() waits for an aborted run that ignores its signal, up to shutdownTimeoutMs, then names it', async () => {
+    t = await start(adapter, StubbornJobs, { shutdownTimeoutMs: 150 });
+    const run = await waitFor(() => runsOf('probe-stubborn')[0], { message: 'the run' });
+    const took = await t.close();
+    expect(kindOf(run)).toBe('shutdown');
+    expect(run.endedAt).toBeUndefined(); // 600 ms of work that ignores its signal: still going
+    expect(took).toBeGreaterThanOrEqual(100);
+    expect(took).toBeLessThan(500);
+    const warning = t.logs.lines.find(
+      (line) => line.level === 'warn' && line.text.includes('probe-stubborn'),
+    );
+    expect(warning?.text).toMatch(
+      /TIMEOUT probe-stubborn \[[0-9a-f-]{36}\] is still running .* after its signal aborted/,
+    );
+    await waitFor(() => run.endedAt, { message: 'the run to end after all' });
+  });
+
+  it('with the default shutdownTimeoutMs, close() waits until the run that ignores its signal has ended', async () => {
+    t = await start(adapter, StubbornJobs);
+    const run = await waitFor(() => runsOf('probe-stubborn')[0], { message: 'the run' });
+    await t.close();
+    const closedAt = performance.now();
+    expect(kindOf(run)).toBe('shutdown');
+    expect(run.endedAt).toBeDefined();
+    expect(run.endedAt ?? Infinity).toBeLessThanOrEqual(closedAt);
+    expect(t.logs.lines.filter((line) => line.level === 'warn')).toEqual([]);
   });
 
   it('inFlight() lists each run with its kind and its job name', async () => {
