@@ -23,6 +23,8 @@ export type {
 export { OutboundCancellation } from './outbound/outbound-cancellation.service.js';
 export type { AxiosLikeInstance, AxiosLikeRequestConfig } from './outbound/axios-like.js';
 export { CancellationRegistry } from './registry/cancellation-registry.service.js';
+export { fromAbortSignal } from './rxjs/from-abort-signal.js';
+export { takeUntilCancelled } from './rxjs/take-until-cancelled.js';
 export type {
   CancelledEvent,
   CancellationListener,

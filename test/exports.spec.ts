@@ -34,7 +34,9 @@ const EXPECTED: Record<string, 'class' | 'function'> = {
   SkipCancellation: 'function',
   checkpoint: 'function',
   findCancellationError: 'function',
+  fromAbortSignal: 'function',
   isCancellationError: 'function',
+  takeUntilCancelled: 'function',
 };
 
 function kindOf(value: unknown): string {
