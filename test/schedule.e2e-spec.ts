@@ -81,6 +81,17 @@ class CronJobs {
 }
 
 @Injectable()
+class SerialJobs {
+  constructor(private readonly cancellation: CancellationService) {}
+
+  /** Started by hand (fireOnTick); cron skips a tick while the previous run is going. */
+  @Cron('0 0 1 1 *', { name: 'probe-serial', waitForCompletion: true })
+  serial(): Promise<void> {
+    return hold(this.cancellation, 'probe-serial', 300);
+  }
+}
+
+@Injectable()
 @JobTimeout(5_000)
 class BudgetJobs {
   constructor(private readonly cancellation: CancellationService) {}
@@ -343,6 +354,19 @@ describe.each(ADAPTERS)('scheduled runs (%s)', (adapter) => {
       message: 'the runs to end',
     });
     expect(overlapping.every((run) => run.finished && !run.signal.aborted)).toBe(true);
+  });
+
+  it("cron's waitForCompletion: true skips a tick while the run is going (the run's Promise is the method's)", async () => {
+    t = await start(adapter, SerialJobs);
+    const job = t.app.get(SchedulerRegistry).getCronJob('probe-serial');
+    const first = job.fireOnTick();
+    await waitFor(() => runsOf('probe-serial').length === 1, { message: 'the first run' });
+    await job.fireOnTick(); // skipped: the first run is still going
+    expect(runsOf('probe-serial')).toHaveLength(1);
+    await first;
+    expect(runsOf('probe-serial')[0].finished).toBe(true);
+    await job.fireOnTick();
+    expect(runsOf('probe-serial')).toHaveLength(2);
   });
 
   it('cancel(id) aborts that run only (manual); the others of the same job go on', async () => {
