@@ -63,12 +63,13 @@ describe('wrapScheduledMethods()', () => {
     expect(wrapScheduledMethods(Object.prototype)).toBe(false);
   });
 
-  it("keeps @nestjs/schedule's metadata (what its explorer reads) and the method's name", () => {
+  it("keeps @nestjs/schedule's metadata (what its explorer reads), the method's name and arity", () => {
     expect(scheduledKindOf(prototype.report)).toBe('cron');
     expect(scheduledKindOf(prototype.once)).toBe('timeout');
     expect(scheduledKindOf(prototype.inherited)).toBe('interval');
     expect(Reflect.getMetadata('SCHEDULE_CRON_OPTIONS', prototype.report)).toMatchObject({ name: 'report' });
     expect(prototype.report.name).toBe('report');
+    expect(prototype.report.length).toBe(1);
   });
 
   it('wraps a method once, however many applications look', () => {

@@ -112,7 +112,9 @@ function wrap(method: ScheduledMethod): Wrapper {
   for (const key of reflect.getOwnMetadataKeys(method.original)) {
     reflect.defineMetadata(key, reflect.getOwnMetadata(key, method.original), wrapper);
   }
+  // Name and arity too: what other decorators' explorers may read of the method.
   Object.defineProperty(wrapper, 'name', { value: method.original.name });
+  Object.defineProperty(wrapper, 'length', { value: method.original.length });
   Object.defineProperty(wrapper, ORIGINAL, { value: method });
   return wrapper;
 }
