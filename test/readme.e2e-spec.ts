@@ -167,7 +167,8 @@ describe('README quick start main.ts', () => {
     try {
       await import('./readme/quick-start/main.js'); // calls bootstrap()
       await waitForPort(port, true);
-      expect(process.listenerCount('SIGTERM')).toBe(1); // enableShutdownHooks()
+      // enableShutdownHooks(), and CancellationModule noting which signal starts the shutdown (for its reason).
+      expect(process.listenerCount('SIGTERM')).toBe(2);
       const url = `http://127.0.0.1:${port}`;
       expect(await hangUpAfter(`${url}/reports`, 100)).toBe('hung up');
 
@@ -182,6 +183,9 @@ describe('README quick start main.ts', () => {
       // Nest re-raises the signal once app.close() has finished: the app did not wait for the 5 s of work.
       await closed();
       expect(reRaised).toEqual(['SIGTERM']);
+      expect(await res.json()).toMatchObject({ message: 'The application is shutting down (SIGTERM)' });
+      // Both gone before Nest raised the signal again, which now ends the process.
+      expect(process.listenerCount('SIGTERM')).toBe(0);
       expect(Date.now() - signalled).toBeLessThan(1_500);
       await waitForPort(port, false);
     } finally {

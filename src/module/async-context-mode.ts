@@ -1,5 +1,5 @@
 import { Inject, Injectable } from '@nestjs/common';
-import type { OnModuleDestroy, OnModuleInit } from '@nestjs/common';
+import type { OnApplicationShutdown, OnModuleInit } from '@nestjs/common';
 import { globalState } from '../core/async-context.js';
 import { RESOLVED_OPTIONS } from './cancellation.module-definition.js';
 import type { ResolvedCancellationOptions } from './cancellation.options.js';
@@ -12,7 +12,7 @@ import type { ResolvedCancellationOptions } from './cancellation.options.js';
  * @internal
  */
 @Injectable()
-export class AsyncContextMode implements OnModuleInit, OnModuleDestroy {
+export class AsyncContextMode implements OnModuleInit, OnApplicationShutdown {
   private counted = false;
 
   constructor(@Inject(RESOLVED_OPTIONS) private readonly options: ResolvedCancellationOptions) {}
@@ -23,7 +23,8 @@ export class AsyncContextMode implements OnModuleInit, OnModuleDestroy {
     globalState.contextlessApps = (globalState.contextlessApps ?? 0) + 1;
   }
 
-  onModuleDestroy(): void {
+  /** Once the application has shut down: its requests in flight, aborted at the start of it, are over. */
+  onApplicationShutdown(): void {
     if (!this.counted) return;
     this.counted = false;
     globalState.contextlessApps = Math.max(0, (globalState.contextlessApps ?? 0) - 1);

@@ -1,6 +1,12 @@
 import { Global, Inject, Module } from '@nestjs/common';
 import type { DynamicModule, MiddlewareConsumer, NestModule } from '@nestjs/common';
-import { APP_FILTER, APP_INTERCEPTOR, ApplicationConfig, HttpAdapterHost } from '@nestjs/core';
+import {
+  APP_FILTER,
+  APP_INTERCEPTOR,
+  ApplicationConfig,
+  HttpAdapterHost,
+  ModulesContainer,
+} from '@nestjs/core';
 import { withAdmin } from '../admin/cancellation-admin.controller.js';
 import { CancellationService } from '../core/cancellation.service.js';
 import { CancellationExceptionFilter, tryFirst } from '../http/cancellation.filter.js';
@@ -13,6 +19,7 @@ import { InFlightRegistry } from '../registry/in-flight.registry.js';
 import { StillRunningDetector } from '../registry/still-running.detector.js';
 import { ApplicationSignals } from '../shutdown/application-signals.js';
 import { ConnectionTracker } from '../shutdown/connection-tracker.js';
+import { runShutdownHooksFirst } from '../shutdown/hook-order.js';
 import { CancellationShutdown } from '../shutdown/shutdown.service.js';
 import { AsyncContextMode } from './async-context-mode.js';
 import { CancellationRuntime } from './cancellation-runtime.js';
@@ -74,8 +81,11 @@ export class CancellationModule extends ConfigurableModuleClass implements NestM
     @Inject(HttpAdapterHost) private readonly adapterHost: HttpAdapterHost,
     @Inject(CancellationRuntime) private readonly runtime: CancellationRuntime,
     @Inject(ApplicationConfig) private readonly config: ApplicationConfig,
+    @Inject(ModulesContainer) modules: ModulesContainer,
   ) {
     super();
+    // The drain must begin before any other module's shutdown hook takes apart what requests use.
+    runShutdownHooksFirst(modules, CancellationModule);
   }
 
   /**

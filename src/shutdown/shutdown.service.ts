@@ -3,6 +3,7 @@ import type {
   BeforeApplicationShutdown,
   OnApplicationBootstrap,
   OnApplicationShutdown,
+  OnModuleDestroy,
 } from '@nestjs/common';
 import { HttpAdapterHost } from '@nestjs/core';
 import type { Server } from 'node:http';
@@ -11,24 +12,42 @@ import type { ResolvedCancellationOptions } from '../module/cancellation.options
 import { InFlightRegistry } from '../registry/in-flight.registry.js';
 import { ApplicationSignals } from './application-signals.js';
 import { ConnectionTracker } from './connection-tracker.js';
+import { SignalWitness } from './signal-witness.js';
+
+/** How long shutdown waits for the handlers it cancelled to settle before the other modules' hooks run. */
+const SETTLE_MS = 250;
+
+/** Resolves after one turn of the event loop, its poll phase (where connections are accepted) included. */
+function nextTurn(): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve));
+}
 
 /**
  * The application's shutdown, in two phases: drain (refuse new work, give work in flight
  * `shutdownGracePeriodMs` to finish), then abort what is left; with a hard deadline that ends whatever still
  * holds the HTTP server open.
  *
- * It starts in `beforeApplicationShutdown`: Nest closes the HTTP server after that hook and before
- * `onApplicationShutdown`, and closing the server waits for every request in flight. Cancelling any later
- * would only run once the requests it should stop had finished. `onApplicationShutdown` repeats the abort,
- * which does nothing the second time, for the case where an earlier hook failed.
+ * It starts in `onModuleDestroy`, which `CancellationModule` makes the first module to run (`hook-order.ts`),
+ * so that in-flight work is stopped and answered before any other module takes apart what that work uses
+ * (closes its pool in its own `onModuleDestroy`, flushes a client in `beforeApplicationShutdown`), on
+ * `app.close()` and on a signal alike. `beforeApplicationShutdown` and `onApplicationShutdown` only confirm it
+ * (idempotent), for the case where an earlier hook failed.
+ *
+ * Before aborting, it closes the HTTP server's listener, after one turn of the event loop that accepts what
+ * the kernel had queued: aborting many requests keeps the event loop busy, and connections that wait,
+ * unaccepted, in the listen queue meanwhile would be reset when the listener closes afterwards.
  * @internal
  */
 @Injectable()
 export class CancellationShutdown
-  implements OnApplicationBootstrap, BeforeApplicationShutdown, OnApplicationShutdown
+  implements OnApplicationBootstrap, OnModuleDestroy, BeforeApplicationShutdown, OnApplicationShutdown
 {
   private readonly logger = new Logger('Cancellation');
   private hardDeadline: NodeJS.Timeout | undefined = undefined;
+  private shutdown: Promise<void> | undefined = undefined;
+  /** When the hard deadline passes (`performance.now()` time). */
+  private deadlineAt = 0;
+  private readonly witness = new SignalWitness();
 
   constructor(
     @Inject(RESOLVED_OPTIONS) private readonly options: ResolvedCancellationOptions,
@@ -38,30 +57,88 @@ export class CancellationShutdown
     @Inject(HttpAdapterHost) private readonly adapterHost: HttpAdapterHost,
   ) {}
 
-  /** Starts counting the HTTP server's sockets, for the drain and the hard deadline. */
+  /**
+   * Starts counting the HTTP server's sockets, for the drain and the hard deadline, and watches for the
+   * process signal that `enableShutdownHooks()` will turn into a shutdown (for the reason's message).
+   */
   onApplicationBootstrap(): void {
-    const server = this.adapterHost.httpAdapter?.getHttpServer() as Server | undefined;
+    const server = this.server();
     if (server !== undefined && typeof server.on === 'function') this.connections.attach(server);
+    this.witness.watch();
+  }
+
+  /** The first shutdown hook of the application: drains, then aborts (see the class). */
+  onModuleDestroy(): Promise<void> {
+    return this.beforeApplicationShutdown(this.witness.signal);
   }
 
   /**
    * Drains, then aborts what is still running: refuses new work and aborts `drainingSignal`, gives work in
-   * flight `shutdownGracePeriodMs` to finish, then aborts `shutdownSignal` and cancels everything still in
-   * flight. Arms the hard deadline first. Idempotent.
+   * flight `shutdownGracePeriodMs` to finish, closes the listener, then aborts `shutdownSignal` and cancels
+   * everything still in flight. Arms the hard deadline first. Idempotent: a second call awaits the first.
    */
-  async beforeApplicationShutdown(signal?: string): Promise<void> {
-    if (!this.signals.beginDrain(signal)) return;
-    this.hardDeadline = setTimeout(() => this.connections.forceClose(), this.options.shutdownTimeoutMs);
-    this.hardDeadline.unref();
-    const grace = this.options.shutdownGracePeriodMs;
-    if (grace > 0) await this.drain(grace);
-    this.abortInFlight(signal);
+  beforeApplicationShutdown(signal?: string): Promise<void> {
+    return (this.shutdown ??= this.run(signal));
   }
 
   /** The HTTP server is closed: make sure everything was aborted, and disarm the hard deadline. */
   onApplicationShutdown(signal?: string): void {
     this.abortInFlight(signal);
     clearTimeout(this.hardDeadline);
+    this.witness.stop();
+  }
+
+  private async run(signal: string | undefined): Promise<void> {
+    if (!this.signals.beginDrain(signal)) return;
+    this.deadlineAt = performance.now() + this.options.shutdownTimeoutMs;
+    this.hardDeadline = setTimeout(() => this.connections.forceClose(), this.options.shutdownTimeoutMs);
+    this.hardDeadline.unref();
+    const grace = this.options.shutdownGracePeriodMs;
+    if (grace > 0) await this.drain(grace);
+    // Synchronous up to the abort when there is no listener to close (an application context, a test).
+    if (this.server()?.listening === true) await this.stopListening();
+    this.abortInFlight(signal);
+    await this.settle();
+  }
+
+  /**
+   * Waits a moment (`SETTLE_MS`, within the hard deadline) for the handlers just cancelled to settle (a query
+   * being cancelled on its server, a `finally` releasing a connection), then for a turn in which the answers
+   * are written: the other modules' hooks, which run next, may close what those handlers use. A handler that
+   * ignores its signal is not waited for any longer than that.
+   */
+  private async settle(): Promise<void> {
+    const { registry } = this;
+    if (registry.lingeringCount > 0) {
+      await new Promise<void>((resolve) => {
+        const limit = Math.min(SETTLE_MS, Math.max(0, this.deadlineAt - performance.now()));
+        const timer = setTimeout(resolve, limit);
+        registry.whenSettled(() => {
+          if (registry.lingeringCount > 0) return;
+          clearTimeout(timer);
+          resolve();
+        });
+      });
+      registry.whenSettled(undefined);
+    }
+    if (this.server() !== undefined) await nextTurn();
+  }
+
+  private server(): Server | undefined {
+    return this.adapterHost.httpAdapter?.getHttpServer?.() as Server | undefined;
+  }
+
+  /**
+   * Lets the event loop accept what the kernel has queued, then closes the listener: new connections are
+   * refused by the kernel from then on, while the ones accepted keep going until they are answered (a request
+   * on them meets the door's 503). Nest's own `close()` of the server later waits for them.
+   */
+  private async stopListening(): Promise<void> {
+    if (this.server()?.listening !== true) return;
+    await nextTurn();
+    await nextTurn();
+    const server = this.server();
+    if (server?.listening === true) server.close();
   }
 
   /** Waits up to `grace` ms for the work in flight and the requests admitted before the drain to end. */

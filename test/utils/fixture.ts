@@ -34,3 +34,75 @@ export function spawnFixture(fixture: string, env: NodeJS.ProcessEnv): ChildProc
   const args = dir === undefined ? [fixture] : ['--import', LOADER, fixture];
   return spawn(process.execPath, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
 }
+
+/** One JSON line of a fixture app's stdout, with the time the test received it. */
+export interface FixtureEvent {
+  readonly event: string;
+  /** The app's own `performance.now()` when it wrote the line. */
+  readonly at: number;
+  readonly receivedAt: number;
+  readonly [key: string]: unknown;
+}
+
+/** A fixture app in a child process (see `spawnFixture()`), its stdout parsed line by line. */
+export class FixtureApp {
+  readonly events: FixtureEvent[] = [];
+  stderr = '';
+  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null; at: number }>;
+  private buffered = '';
+
+  constructor(readonly child: ChildProcess) {
+    child.stdout?.setEncoding('utf8');
+    child.stdout?.on('data', (chunk: string) => {
+      this.buffered += chunk;
+      const lines = this.buffered.split('\n');
+      this.buffered = lines.pop() ?? '';
+      for (const line of lines) {
+        if (line.trim() === '') continue;
+        const receivedAt = performance.now();
+        try {
+          this.events.push({ ...(JSON.parse(line) as { event: string; at: number }), receivedAt });
+        } catch {
+          this.events.push({ event: 'raw', at: Number.NaN, receivedAt, line });
+        }
+      }
+    });
+    child.stderr?.setEncoding('utf8');
+    child.stderr?.on('data', (chunk: string) => (this.stderr += chunk));
+    this.exited = new Promise((resolve) =>
+      child.once('exit', (code, signal) => resolve({ code, signal, at: performance.now() })),
+    );
+  }
+
+  /** The first line of `event`. */
+  find(event: string): FixtureEvent | undefined {
+    return this.events.find((line) => line.event === event);
+  }
+
+  /** Waits for the first line of `event`. */
+  async next(event: string, timeoutMs = 10_000): Promise<FixtureEvent> {
+    let deadline = performance.now() + timeoutMs;
+    for (;;) {
+      const found = this.find(event);
+      if (found !== undefined) return found;
+      // Lines can still arrive just after the exit: give them a moment.
+      const gone = this.child.exitCode !== null || this.child.signalCode !== null;
+      if (gone) deadline = Math.min(deadline, performance.now() + 300);
+      if (performance.now() > deadline) throw new Error(`no "${event}" from the app: ${this.dump()}`);
+      await new Promise((resolve) => setTimeout(resolve, 5));
+    }
+  }
+
+  /** Kills the app if it still runs. */
+  async kill(): Promise<void> {
+    if (this.child.exitCode === null && this.child.signalCode === null) {
+      this.child.kill('SIGKILL');
+      await this.exited;
+    }
+  }
+
+  /** Every line, and stderr, for failure messages. */
+  dump(): string {
+    return `${this.events.map((line) => JSON.stringify(line)).join('\n')}\nstderr: ${this.stderr}`;
+  }
+}
