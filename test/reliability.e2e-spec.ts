@@ -465,6 +465,25 @@ function tally<T extends string>(values: readonly T[]): Record<string, number> {
   return counts;
 }
 
+/**
+ * The resets the clients saw, split by what the server reports it accepted: a reset of a connection the server
+ * accepted means a client the server knew of lost its answer (must not happen); a reset of one it never
+ * accepted is a connection the kernel had completed and queued when the listener closed.
+ */
+function resets(outcomes: readonly LoadOutcome[], acceptedPorts: readonly number[]) {
+  const accepted = new Set(acceptedPorts);
+  const all = outcomes.filter((outcome) => outcome.category === 'reset');
+  const ofAccepted = all.filter((outcome) => outcome.port !== undefined && accepted.has(outcome.port));
+  return { ofAccepted, neverAccepted: all.length - ofAccepted.length };
+}
+
+/**
+ * At most this share of the requests may be reset without having been accepted: measured 0.8% over 14 runs
+ * (0 to 3.4% in one run) on a shared two-core machine, against 6 to 21% when the listener closed after the
+ * abort (see the README); the margin is for that machine's noise.
+ */
+const MAX_UNACCEPTED_RESETS = 0.05;
+
 describe.each(ADAPTERS)('abort storm (%s)', (adapter) => {
   let t: TestApp | undefined;
 
@@ -682,6 +701,8 @@ interface LoadOutcome {
   readonly id: number;
   readonly category: LoadCategory;
   readonly detail?: string;
+  /** The client's port of the connection, once it connected (the server reports the ports it accepted). */
+  readonly port?: number;
 }
 
 /** The body `/load/work?id=` answers (the same formula as the fixture's `workBody`). */
@@ -704,13 +725,18 @@ function loadRequest(
 ): Promise<LoadOutcome> {
   return new Promise((resolve) => {
     let settled = false;
+    let localPort: number | undefined;
     const done = (category: LoadCategory, detail?: string) => {
       if (settled) return;
       settled = true;
       clearTimeout(timer);
-      resolve({ id, category, detail });
+      resolve({ id, category, detail, port: localPort });
     };
     const req = http.get({ host: '127.0.0.1', port, path, agent });
+    req.once('socket', (socket) => {
+      if (!socket.connecting) localPort = socket.localPort;
+      else socket.once('connect', () => (localPort = socket.localPort));
+    });
     const timer = setTimeout(() => {
       done('hung', `no end within ${CLIENT_TIMEOUT_MS} ms`);
       req.destroy();
@@ -804,17 +830,20 @@ interface WorkSummary {
   readonly completed: number[];
   readonly cancelled: number[];
   readonly failed: number[];
+  /** The client ports of the connections the server accepted. */
+  readonly acceptedPorts: number[];
 }
 
 describe.each(ADAPTERS)('SIGTERM (%s)', (adapter) => {
   const GRACE_MS = 300;
   const STALLED = { grace: 200, deadline: 800 };
   /** All started at once, so that their start-up (about a second each) overlaps. */
-  let apps: { load: ChildApp; stubborn: ChildApp } | undefined;
+  let apps: { load: ChildApp; burst: ChildApp; stubborn: ChildApp } | undefined;
 
   beforeAll(() => {
     apps = {
       load: ChildApp.spawn(adapter, { GRACE_MS: String(GRACE_MS) }),
+      burst: ChildApp.spawn(adapter, { GRACE_MS: '0' }),
       stubborn: ChildApp.spawn(adapter, {
         GRACE_MS: String(STALLED.grace),
         TIMEOUT_MS: String(STALLED.deadline),
@@ -849,6 +878,17 @@ describe.each(ADAPTERS)('SIGTERM (%s)', (adapter) => {
       expect(failures).toEqual([]);
       expect(counts.ok).toBeGreaterThan(0);
       expect(counts.unavailable).toBeGreaterThan(0);
+      // Every connection the server accepted got its whole answer; few were queued and never accepted.
+      const summaryEvent = (await app.next('summary')) as AppEvent & WorkSummary;
+      const reset = resets(run.outcomes, summaryEvent.acceptedPorts);
+      report(
+        `SIGTERM under load (${adapter}): ${summaryEvent.acceptedPorts.length} connections accepted; resets ` +
+          `of accepted connections ${reset.ofAccepted.length}, of never-accepted ones ${reset.neverAccepted}`,
+      );
+      expect(reset.ofAccepted).toEqual([]);
+      expect(reset.neverAccepted).toBeLessThanOrEqual(
+        Math.max(1, Math.floor(run.outcomes.length * MAX_UNACCEPTED_RESETS)),
+      );
       // Hundreds in flight when the signal came. The server counts fewer when it lags behind its clients (on a
       // busy machine some requests are still in socket buffers): a sanity check only.
       expect(run.openAtSignal).toBeGreaterThanOrEqual(SCALE.loadInFlight / 3);
@@ -871,6 +911,71 @@ describe.each(ADAPTERS)('SIGTERM (%s)', (adapter) => {
         run.outcomes.filter((outcome) => outcome.category === 'unavailable').map((outcome) => outcome.id),
       );
       expect(summary.cancelled.filter((id) => !unavailable.has(id))).toEqual([]);
+      expect(app.problems()).toEqual([]);
+    },
+    SCALE.testTimeoutMs,
+  );
+
+  it(
+    'with 200 long requests in flight and a new connection every 2 ms: no accepted connection is reset',
+    async () => {
+      const app = apps?.burst as ChildApp;
+      const port = await app.port();
+      const LONG = 200;
+      // Aborted at SIGTERM (no grace period): answering them all is the CPU-heavy part of the shutdown.
+      const long = Array.from({ length: LONG }, (_, i) =>
+        loadRequest(port, `/load/work?id=${100_000 + i}&ms=10000`, 100_000 + i, false),
+      );
+      await waitFor(() => app.all('started').length === LONG, {
+        timeoutMs: 10_000,
+        message: 'every long request to start',
+      });
+      const arriving: Promise<LoadOutcome>[] = [];
+      let nextId = 1;
+      const arrivals = setInterval(() => {
+        const id = nextId++;
+        arriving.push(loadRequest(port, `/load/work?id=${id}&ms=0`, id, false));
+      }, 2);
+      let exit: Exit;
+      let signalledAt: number;
+      try {
+        await delay(300);
+        signalledAt = performance.now();
+        app.child.kill('SIGTERM');
+        exit = await app.exited;
+        await delay(50); // arrivals after the exit, refused
+      } finally {
+        clearInterval(arrivals);
+      }
+      const longOutcomes = await Promise.all(long);
+      const outcomes = [...longOutcomes, ...(await Promise.all(arriving))];
+      const summary = (await app.next('summary')) as AppEvent & WorkSummary;
+      const counts = tally(outcomes.map((outcome) => outcome.category));
+      const reset = resets(outcomes, summary.acceptedPorts);
+      report(
+        `SIGTERM with ${LONG} long requests in flight and a connection every 2 ms (${adapter}): ` +
+          `${outcomes.length} requests, ${summary.acceptedPorts.length} connections accepted, exit after ` +
+          `${Math.round(exit.at - signalledAt)} ms; ${JSON.stringify(counts)}; resets of accepted connections ` +
+          `${reset.ofAccepted.length}, of never-accepted ones ${reset.neverAccepted} ` +
+          `(${((100 * reset.neverAccepted) / outcomes.length).toFixed(1)}%)`,
+      );
+
+      expect(longOutcomes.map((outcome) => outcome.category)).toEqual(Array(LONG).fill('unavailable'));
+      const failures = outcomes.filter(
+        (outcome) => !['ok', 'unavailable', 'refused', 'reset'].includes(outcome.category),
+      );
+      expect(failures).toEqual([]);
+      expect(reset.ofAccepted).toEqual([]);
+      expect(reset.neverAccepted).toBeLessThanOrEqual(
+        Math.max(1, Math.floor(outcomes.length * MAX_UNACCEPTED_RESETS)),
+      );
+      // Every connection the server accepted carried a request that was answered (200 or 503).
+      const answered = outcomes.filter(
+        (outcome) => outcome.category === 'ok' || outcome.category === 'unavailable',
+      );
+      expect(answered.length).toBe(summary.acceptedPorts.length);
+      expect(exit).toMatchObject({ code: null, signal: 'SIGTERM' });
+      expect(summary.failed).toEqual([]);
       expect(app.problems()).toEqual([]);
     },
     SCALE.testTimeoutMs,
