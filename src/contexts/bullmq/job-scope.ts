@@ -1,7 +1,6 @@
 import { CancellationError } from '../../core/cancellation-error.js';
-import { Scope } from '../../core/scope.js';
 import type { CancellationRuntime } from '../../module/cancellation-runtime.js';
-import type { TrackedWork } from '../../registry/tracked-work.js';
+import { TrackedRun } from '../../registry/tracked-run.js';
 
 /** What a job scope needs to know of its BullMQ job (structural: nothing is imported from bullmq here). */
 export interface ScopedJob {
@@ -19,14 +18,11 @@ export interface ScopedJob {
  * the grace period is over).
  * @internal
  */
-export class JobScope extends Scope implements TrackedWork {
+export class JobScope extends TrackedRun {
   readonly id: string;
   readonly method = 'JOB';
   readonly route: string;
 
-  private timer: NodeJS.Timeout | undefined = undefined;
-  private deadline = 0;
-  private settled = false;
   private readonly onWorkerCancel = (): void => {
     const reason = this.workerSignal?.reason as unknown;
     this.cancel(
@@ -39,24 +35,19 @@ export class JobScope extends Scope implements TrackedWork {
 
   constructor(
     job: ScopedJob,
-    private readonly runtime: CancellationRuntime,
+    runtime: CancellationRuntime,
     /** The signal BullMQ gives the processor (aborted by `worker.cancelJob()`). */
     private readonly workerSignal: AbortSignal | undefined,
   ) {
-    super();
+    super(runtime);
     this.id = `${job.queueName}:${job.id ?? ''}`;
     this.route = `${job.queueName}/${job.name}`;
-  }
-
-  /** Milliseconds left of the job's budget; `undefined` when it has none. */
-  get remainingMs(): number | undefined {
-    return this.deadline === 0 ? undefined : Math.max(0, this.deadline - performance.now());
   }
 
   /** Registers the job and starts watching its cancellations; `budgetMs` is its time budget, if any. */
   start(budgetMs: number | undefined): void {
     const { runtime, workerSignal } = this;
-    runtime.registry.track(this);
+    this.begin(budgetMs);
     if (runtime.signals.isShuttingDown) {
       this.cancel(runtime.signals.shutdownReason());
       return;
@@ -66,39 +57,15 @@ export class JobScope extends Scope implements TrackedWork {
       return;
     }
     workerSignal?.addEventListener('abort', this.onWorkerCancel, { once: true });
-    if (budgetMs !== undefined) {
-      this.deadline = this.startedAt + budgetMs;
-      this.timer = setTimeout(onBudgetSpent, budgetMs, this);
-      this.timer.unref();
-    }
-  }
-
-  /** Aborts the signal with `reason`; the processor, still running, is listed as lingering until it returns. */
-  cancel(reason: CancellationError): void {
-    if (this.reason !== undefined || this.settled) return;
-    this.abortWith(reason);
-    const { registry, events } = this.runtime;
-    registry.untrack(this);
-    registry.linger(this);
-    events.cancelled(this, reason);
   }
 
   /** The processor returned or threw: stops watching, leaves the registry, reports the settlement. */
   release(): void {
-    if (this.settled) return;
-    this.settled = true;
-    clearTimeout(this.timer);
     this.workerSignal?.removeEventListener('abort', this.onWorkerCancel);
-    const { registry, events } = this.runtime;
-    if (this.reason === undefined) {
-      registry.untrack(this);
-      return;
-    }
-    registry.unlinger(this);
-    events.settled(this, this.reason, performance.now() - this.abortedAt);
+    this.finish();
   }
-}
 
-function onBudgetSpent(scope: JobScope): void {
-  scope.cancel(new CancellationError('timeout', "The job's time budget was spent"));
+  protected budgetSpentMessage(): string {
+    return "The job's time budget was spent";
+  }
 }
