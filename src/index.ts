@@ -1,5 +1,6 @@
 export { CancellationError, findCancellationError, isCancellationError } from './core/cancellation-error.js';
 export type { CancellationKind } from './core/cancellation-error.js';
+export type { CancelledMessageError } from './contexts/message-reply.js';
 export { CancellationService } from './core/cancellation.service.js';
 export { checkpoint } from './core/checkpoint.js';
 export { RequestSignal } from './decorators/request-signal.decorator.js';

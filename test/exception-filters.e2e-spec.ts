@@ -384,7 +384,8 @@ describe.each(ADAPTERS)('a microservice message cancelled in its guard (hybrid o
       await waitFor(() => started.has(id), { message: 'the guard to start' });
       await t.close();
       expect((stopped.get(id) as Error).name).toBe('AbortError');
-      await settled;
+      // The caller learns that the call may be retried elsewhere, not an empty answer.
+      expect(await settled).toMatchObject({ kind: 'shutdown', retryable: true, statusCode: 503 });
       expect(t.logs.errors).toEqual([]);
       const lines = t.logs.inContext('Cancellation').map((line) => line.message);
       expect(lines).toContain('RPC message cancelled (shutdown) before its handler ran');

@@ -1,6 +1,6 @@
 import 'reflect-metadata';
 import { Controller } from '@nestjs/common';
-import { ClientProxyFactory, MessagePattern, Payload, Transport } from '@nestjs/microservices';
+import { ClientProxyFactory, EventPattern, MessagePattern, Payload, Transport } from '@nestjs/microservices';
 import type { ClientProxy, MicroserviceOptions } from '@nestjs/microservices';
 import { NestFactory } from '@nestjs/core';
 import { once } from 'node:events';
@@ -9,6 +9,7 @@ import type { AddressInfo } from 'node:net';
 import { setTimeout as delay } from 'node:timers/promises';
 import { firstValueFrom } from 'rxjs';
 import { CancellationError, CancellationModule, CancellationService } from 'nestjs-cancellation';
+import type { CancelledMessageError } from 'nestjs-cancellation';
 import { ADAPTERS, createApp, LogCapture, rootModule, waitFor } from './utils/harness.js';
 import type { AdapterName, TestApp } from './utils/harness.js';
 
@@ -42,7 +43,23 @@ class WorkController {
     record.finished = true;
     return `done ${body.tag}`;
   }
+
+  /** The same work for an event: nobody waits for an answer. */
+  @EventPattern('work-event')
+  async workEvent(@Payload() body: { tag: string; ms: number }): Promise<void> {
+    await this.work(body);
+  }
 }
+
+/** What the caller of a message cut by shutdown gets. */
+const SHUTDOWN_REPLY: CancelledMessageError = {
+  status: 'error',
+  statusCode: 503,
+  kind: 'shutdown',
+  message: 'The application is shutting down',
+  retryable: true,
+  retryAfterSeconds: 1,
+};
 
 /** A TCP port that was free a moment ago (the TCP transport reports no port it bound to 0). */
 async function freePort(): Promise<number> {
@@ -127,18 +144,25 @@ describe.each(ADAPTERS)('TCP microservice (hybrid application) on %s', (adapter:
 
   it('aborts the signal of every message in flight on shutdown, promptly and without error logs', async () => {
     const tag = tagged('shutdown');
-    const settled = new Promise<unknown>((resolve) =>
-      client()
-        .send('work', { tag, ms: 10_000 })
-        .subscribe({ next: resolve, error: resolve, complete: () => resolve('completed') }),
+    const eventTag = tagged('shutdown-event');
+    const caller = client();
+    const answer = firstValueFrom(caller.send('work', { tag, ms: 10_000 })).then(
+      (value: unknown) => ({ value }),
+      (error: unknown) => ({ error }),
     );
-    await waitFor(() => probe(tag).started, { message: 'the handler to start' });
+    await firstValueFrom(caller.emit('work-event', { tag: eventTag, ms: 10_000 }));
+    await waitFor(() => probe(tag).started && probe(eventTag).started, { message: 'the handlers to start' });
     const closeMs = await testApp.close();
     expect(closeMs).toBeLessThan(2000);
-    expect((probe(tag).signal!.reason as CancellationError).kind).toBe('shutdown');
-    expect(probe(tag).finished).toBe(false);
-    await settled;
+    for (const cut of [tag, eventTag]) {
+      expect((probe(cut).signal!.reason as CancellationError).kind).toBe('shutdown');
+      expect(probe(cut).finished).toBe(false);
+    }
+    // The caller learns why, and that it may retry elsewhere: not an empty answer (RxJS's EmptyError).
+    expect(await answer).toEqual({ error: SHUTDOWN_REPLY });
     expect(testApp.logs.errors).toEqual([]);
+    const verbose = testApp.logs.inContext('Cancellation').map((line) => line.message);
+    expect(verbose.filter((line) => /^RPC work(-event)? cancelled \(shutdown\)/.test(line))).toHaveLength(2);
   });
 });
 
@@ -157,11 +181,14 @@ describe('TCP microservice (standalone application)', () => {
     });
     const tag = `standalone-${Math.random().toString(36).slice(2)}`;
     try {
-      proxy.send('work', { tag, ms: 10_000 }).subscribe({ error: () => undefined });
+      const answer = firstValueFrom(proxy.send('work', { tag, ms: 10_000 })).catch((error: unknown) => error);
       await waitFor(() => probe(tag).started, { message: 'the handler to start' });
       const started = performance.now();
       await app.close();
       expect(performance.now() - started).toBeLessThan(2000);
+      // A standalone microservice's close() closes its transport before any shutdown hook runs: the caller
+      // learns only that the connection closed. (Under enableShutdownHooks() a signal runs the hooks first.)
+      expect(await answer).toMatchObject({ message: 'Connection closed' });
       expect(probe(tag).signal!.aborted).toBe(true);
       expect((probe(tag).signal!.reason as CancellationError).kind).toBe('shutdown');
       expect(probe(tag).finished).toBe(false);

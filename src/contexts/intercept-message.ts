@@ -6,6 +6,7 @@ import type { CancellationRuntime } from '../module/cancellation-runtime.js';
 import { grpcCallOf } from './grpc/grpc-call.js';
 import { GrpcCallScope, scopeOfGrpcCall } from './grpc/grpc-call-scope.js';
 import type { Connection } from './message-connection.js';
+import { answersCaller } from './message-reply.js';
 import { MessageScope } from './message-scope.js';
 
 /** The connection of a WebSocket message (the gateway's client), or of a TCP microservice message. */
@@ -72,6 +73,7 @@ export function interceptMessage(
     next,
     runtime,
     `${type.toUpperCase()} ${patternOf(context, type)}`,
+    type === 'rpc' && answersCaller(context.getHandler()),
   );
   return new Observable((subscriber) => scope.start(subscriber));
 }

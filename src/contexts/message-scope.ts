@@ -5,6 +5,7 @@ import { CancellationError, findCancellationError } from '../core/cancellation-e
 import { HandlerScope } from '../core/handler-scope.js';
 import type { CancellationRuntime } from '../module/cancellation-runtime.js';
 import { isClosed, unwatchConnection, watchConnection } from './message-connection.js';
+import { cancelledMessageError, MessageCut } from './message-reply.js';
 import type { Connection } from './message-connection.js';
 
 /**
@@ -14,8 +15,10 @@ import type { Connection } from './message-connection.js';
  * down. Each scope listens to the shutdown signal until its handler ends. One client's connection closing
  * cancels only that client's messages.
  *
- * A cancelled message ends its handler's stream without a reply and without an error: the client is gone, or
- * the application is shutting down and closes its connections. A verbose line logs it, as for HTTP requests.
+ * A cancelled message ends its handler's stream without a reply and without an error when its client is gone.
+ * A microservice message whose caller waits for an answer (`@MessagePattern()`) and is cut by shutdown (or an
+ * operator) while the connection is open fails instead, with a `CancelledMessageError` the caller can act on
+ * (retry elsewhere). A verbose line logs it, as for HTTP requests.
  * @internal
  */
 export class MessageScope extends HandlerScope {
@@ -33,6 +36,8 @@ export class MessageScope extends HandlerScope {
     private readonly runtime: CancellationRuntime,
     /** `ws` or `rpc` and the message's pattern, for the log line. */
     private readonly label: string,
+    /** The handler answers its caller (a microservice's `@MessagePattern()`), who waits for a reply. */
+    private readonly answers = false,
   ) {
     super();
   }
@@ -63,7 +68,13 @@ export class MessageScope extends HandlerScope {
         `${this.label} cancelled (${reason.kind}) after ${Math.round(this.elapsedMs)} ms`,
       );
     }
-    this.subscriber?.complete();
+    const { connection } = this;
+    const reply =
+      this.answers && (connection === undefined || !isClosed(connection))
+        ? cancelledMessageError(reason, this.runtime.options.retryAfterSeconds)
+        : undefined;
+    if (reply === undefined) this.subscriber?.complete();
+    else this.subscriber?.error(new MessageCut(reply, reason));
   }
 
   protected handlerValue(value: unknown): void {
@@ -74,6 +85,7 @@ export class MessageScope extends HandlerScope {
   protected handlerFailed(err: unknown): void {
     const reason = findCancellationError(err);
     if (reason !== undefined && this.reason !== undefined) {
+      // Answered already, by cancel().
       this.subscriber?.complete();
       return;
     }

@@ -1,5 +1,5 @@
 import { ArgumentsHost, Catch, Inject, Logger } from '@nestjs/common';
-import type { ExceptionFilter } from '@nestjs/common';
+import type { ExceptionFilter, ExecutionContext } from '@nestjs/common';
 import { HttpAdapterHost } from '@nestjs/core';
 import type { ApplicationConfig } from '@nestjs/core';
 import { EMPTY, throwError } from 'rxjs';
@@ -7,6 +7,7 @@ import type { Observable } from 'rxjs';
 import { GraphQLCancellationError } from '../contexts/graphql/graphql-cancellation.error.js';
 import { grpcCallOf } from '../contexts/grpc/grpc-call.js';
 import { GrpcCancellationStatus, isGrpcCancellationStatus } from '../contexts/grpc/grpc-status.js';
+import { answersCaller, cancelledMessageError, MessageCut } from '../contexts/message-reply.js';
 import { findCancellationError } from '../core/cancellation-error.js';
 import type { CancellationError } from '../core/cancellation-error.js';
 import { CancellationRuntime } from '../module/cancellation-runtime.js';
@@ -41,9 +42,10 @@ class CausedByCancellation {
  * nothing for a client that is gone; logged at `verbose`, never as an error or a 500. It only claims
  * exceptions caused by a cancellation (and Express's body parser failing on an upload its client abandoned,
  * which Nest 11 would log as an error); every other exception goes to the application's filters as before.
- * Outside HTTP (a gateway's or microservice's guard) the message just ends, as the interceptor ends it: a
- * microservice's with an empty stream, which Nest's RPC exception handler takes as the answer (given nothing,
- * it would log the exception as an error). A gRPC call fails with its status (`GrpcCancellationStatus`: a
+ * Outside HTTP (a gateway's or microservice's guard) the message ends as the interceptor ends it: a
+ * microservice message whose caller waits for an answer, cut by shutdown, with a `CancelledMessageError` the
+ * caller can retry elsewhere; any other with an empty stream, which Nest's RPC exception handler takes as the
+ * answer (given nothing, it would log the exception as an error). A gRPC call fails with its status (`GrpcCancellationStatus`: a
  * call left unanswered would hang until its deadline), and the status a gRPC call's scope fails with passes
  * through as it is. A GraphQL resolver's guard fails the resolver with the error the
  * interceptor would (its `extensions.code` the status a route would get).
@@ -72,10 +74,19 @@ export class CancellationExceptionFilter implements ExceptionFilter {
     if (type !== 'http') {
       // The answer of a gRPC call's scope, which reported the cancellation already.
       if (isGrpcCancellationStatus(exception)) return throwError(() => exception);
+      // A message the interceptor's scope cut, which it logged already: its caller's answer.
+      if (exception instanceof MessageCut) return throwError(() => exception.reply);
       const grpc = type === 'rpc' ? grpcCallOf(host.getArgs()) : undefined;
       this.log(grpc === undefined ? `${type.toUpperCase()} message` : 'gRPC call', reason);
       if (grpc !== undefined) return throwError(() => new GrpcCancellationStatus(reason));
-      return type === 'rpc' ? EMPTY : undefined;
+      if (type !== 'rpc') return undefined;
+      // Nest's RPC exception handler passes no handler: an event's stream failing is dropped quietly anyway.
+      const handler: unknown = (host as Partial<ExecutionContext>).getHandler?.();
+      const reply =
+        typeof handler !== 'function' || answersCaller(handler)
+          ? cancelledMessageError(reason, runtime.options.retryAfterSeconds)
+          : undefined;
+      return reply === undefined ? EMPTY : throwError(() => reply);
     }
     const http = host.switchToHttp();
     const request = http.getRequest<unknown>();
