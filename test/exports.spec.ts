@@ -10,6 +10,7 @@ const ENTRY_POINTS = [
   '../src/testing/index.ts',
   '../src/pg/index.ts',
   '../src/grpc/index.ts',
+  '../src/bullmq/index.ts',
   '../src/schedule/index.ts',
 ].map((entry) => fileURLToPath(new URL(entry, import.meta.url)));
 
@@ -93,6 +94,17 @@ describe('public surface of nestjs-cancellation', () => {
 
   it('documents every exported symbol and every public member of its classes and interfaces (JSDoc)', () => {
     expect(undocumentedSymbols()).toEqual([]);
+  });
+});
+
+describe('public surface of nestjs-cancellation/bullmq', () => {
+  it('exports exactly the module that scopes BullMQ jobs and the cancellable Worker class', async () => {
+    const bullmq = await import('../src/bullmq/index.js');
+    expect(Object.fromEntries(Object.entries(bullmq).map(([name, value]) => [name, kindOf(value)]))).toEqual({
+      CancellableWorker: 'class',
+      CancellationBullModule: 'class',
+    });
+    expect(() => bullmq.CancellationBullModule.forRoot({ jobTimeoutMs: 0 })).toThrow(/"jobTimeoutMs"/);
   });
 });
 

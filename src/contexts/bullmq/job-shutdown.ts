@@ -3,7 +3,8 @@ import type { OnApplicationBootstrap, OnApplicationShutdown } from '@nestjs/comm
 import { DiscoveryService } from '@nestjs/core';
 import { WorkerHost } from '@nestjs/bullmq';
 import type { Worker } from 'bullmq';
-import { ApplicationSignals } from '../../shutdown/application-signals.js';
+import { CancellationRuntime } from '../../module/cancellation-runtime.js';
+import type { ApplicationSignals } from '../../shutdown/application-signals.js';
 import { bindWorker } from './cancellable-worker.js';
 import { JOB_CANCELLATION_OPTIONS } from './job-cancellation.options.js';
 import type { ResolvedJobCancellationOptions } from './job-cancellation.options.js';
@@ -28,10 +29,14 @@ export class JobShutdown implements OnApplicationBootstrap, OnApplicationShutdow
 
   constructor(
     @Inject(JobRunner) private readonly runner: JobRunner,
-    @Inject(ApplicationSignals) private readonly signals: ApplicationSignals,
+    @Inject(CancellationRuntime) private readonly runtime: CancellationRuntime,
     @Inject(DiscoveryService) private readonly discovery: DiscoveryService,
     @Inject(JOB_CANCELLATION_OPTIONS) private readonly options: ResolvedJobCancellationOptions,
   ) {}
+
+  private get signals(): ApplicationSignals {
+    return this.runtime.signals;
+  }
 
   /** Binds the workers of the application's `@Processor()` classes to its runner; watches the shutdown. */
   onApplicationBootstrap(): void {
@@ -56,10 +61,14 @@ export class JobShutdown implements OnApplicationBootstrap, OnApplicationShutdow
     await this.closeWorkers();
   }
 
+  /**
+   * `pause()` disconnects the worker's blocking connection at once, so that it takes no new job, then waits
+   * for the jobs in flight to end (not awaited here: the shutdown bounds that wait itself).
+   */
   private pauseWorkers(): void {
     for (const worker of this.runner.workers) {
       worker
-        .pause(true)
+        .pause()
         .catch((err: unknown) => this.logger.warn(`Could not pause worker ${worker.name}: ${String(err)}`));
     }
   }
