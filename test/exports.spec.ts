@@ -12,6 +12,7 @@ const ENTRY_POINTS = [
   '../src/grpc/index.ts',
   '../src/bullmq/index.ts',
   '../src/schedule/index.ts',
+  '../src/terminus/index.ts',
 ].map((entry) => fileURLToPath(new URL(entry, import.meta.url)));
 
 /**
@@ -178,3 +179,14 @@ function undocumentedSymbols(): string[] {
   }
   return missing;
 }
+
+describe('public surface of nestjs-cancellation/terminus', () => {
+  it('exports exactly the readiness health indicator', async () => {
+    const terminus = await import('../src/terminus/index.js');
+    expect(
+      Object.fromEntries(Object.entries(terminus).map(([name, value]) => [name, kindOf(value)])),
+    ).toEqual({
+      CancellationHealthIndicator: 'class',
+    });
+  });
+});

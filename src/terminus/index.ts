@@ -1,0 +1,1 @@
+export { CancellationHealthIndicator } from './cancellation-health.indicator.js';
