@@ -9,6 +9,7 @@ export default {
     '^nestjs-cancellation/testing$': '<rootDir>/src/testing/index.ts',
     '^nestjs-cancellation/grpc$': '<rootDir>/src/grpc/index.ts',
     '^nestjs-cancellation/bullmq$': '<rootDir>/src/bullmq/index.ts',
+    '^nestjs-cancellation/fleet$': '<rootDir>/src/fleet/index.ts',
     '^nestjs-cancellation/schedule$': '<rootDir>/src/schedule/index.ts',
     '^nestjs-cancellation/terminus$': '<rootDir>/src/terminus/index.ts',
     '^(\\.{1,2}/.*)\\.js$': '$1',

@@ -11,6 +11,7 @@ const ENTRY_POINTS = [
   '../src/pg/index.ts',
   '../src/grpc/index.ts',
   '../src/bullmq/index.ts',
+  '../src/fleet/index.ts',
   '../src/schedule/index.ts',
   '../src/terminus/index.ts',
 ].map((entry) => fileURLToPath(new URL(entry, import.meta.url)));
@@ -106,6 +107,20 @@ describe('public surface of nestjs-cancellation/bullmq', () => {
       CancellationBullModule: 'class',
     });
     expect(() => bullmq.CancellationBullModule.forRoot({ jobTimeoutMs: 0 })).toThrow(/"jobTimeoutMs"/);
+  });
+});
+
+describe('public surface of nestjs-cancellation/fleet', () => {
+  it('exports exactly the fleet module, its registry and the error of an unreachable Redis', async () => {
+    const fleet = await import('../src/fleet/index.js');
+    expect(Object.fromEntries(Object.entries(fleet).map(([name, value]) => [name, kindOf(value)]))).toEqual({
+      CancellationFleetModule: 'class',
+      FleetRegistry: 'class',
+      FleetUnavailableError: 'class',
+    });
+    expect(() => fleet.CancellationFleetModule.forRoot({ redis: 'redis://127.0.0.1', leaseMs: -1 })).toThrow(
+      /"leaseMs"/,
+    );
   });
 });
 
