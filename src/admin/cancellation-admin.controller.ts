@@ -6,8 +6,11 @@ import {
   HttpCode,
   Inject,
   NotFoundException,
+  Optional,
   Param,
   Post,
+  Query,
+  ServiceUnavailableException,
   UseGuards,
 } from '@nestjs/common';
 import type { CanActivate, DynamicModule, Type } from '@nestjs/common';
@@ -16,6 +19,8 @@ import type { CancellationAdminOptions } from '../module/cancellation.options.js
 import { fail } from '../module/options.validation.js';
 import { CancellationRegistry } from '../registry/cancellation-registry.service.js';
 import type { InFlightRequest } from '../registry/cancellation-events.types.js';
+import { FLEET_REGISTRY } from '../registry/fleet-registry.token.js';
+import type { FleetLike } from '../registry/fleet-registry.token.js';
 
 /** A controller path: URL path segments, no parameters or wildcards. */
 const ADMIN_PATH = /^\/?[A-Za-z0-9._~-]+(\/[A-Za-z0-9._~-]+)*\/?$/;
@@ -24,6 +29,24 @@ const ADMIN_PATH = /^\/?[A-Za-z0-9._~-]+(\/[A-Za-z0-9._~-]+)*\/?$/;
 interface CancelResult {
   /** How many requests were cancelled. */
   readonly cancelled: number;
+}
+
+/** `?fleet=true`: over every instance (`CancellationFleetModule`), else this one. */
+function wantsFleet(fleet: FleetLike | undefined, query: string | undefined): fleet is FleetLike {
+  if (query === undefined || query === 'false') return false;
+  if (query !== 'true') throw new BadRequestException('"fleet" must be true or false');
+  if (fleet === undefined) {
+    throw new BadRequestException('?fleet=true needs CancellationFleetModule (nestjs-cancellation/fleet)');
+  }
+  return true;
+}
+
+/** A fleet call that could not reach Redis is answered 503 with its message. */
+function unavailable(err: unknown): never {
+  if (err instanceof Error && err.name === 'FleetUnavailableError') {
+    throw new ServiceUnavailableException(err.message);
+  }
+  throw err;
 }
 
 /**
@@ -72,27 +95,40 @@ export function createAdminController(admin: CancellationAdminOptions): Type {
     constructor(
       @Inject(CancellationService) private readonly cancellation: CancellationService,
       @Inject(CancellationRegistry) private readonly registry: CancellationRegistry,
+      @Optional() @Inject(FLEET_REGISTRY) private readonly fleet?: FleetLike,
     ) {}
 
-    /** The requests in flight, but for this one. */
+    /** The requests in flight, but for this one; `?fleet=true`: on every instance, each with its id. */
     @Get('requests')
-    list(): InFlightRequest[] {
+    async list(@Query('fleet') fleet?: string): Promise<InFlightRequest[]> {
       const self = this.cancellation.requestId;
-      return this.registry.inFlight().filter((request) => request.id !== self);
+      const all = wantsFleet(this.fleet, fleet)
+        ? await this.fleet.inFlight().catch(unavailable)
+        : this.registry.inFlight();
+      return all.filter((request) => request.id !== self);
     }
 
-    /** Cancels the requests with this id (`kind: 'manual'`); 404 when there is none. */
+    /**
+     * Cancels the requests with this id (`kind: 'manual'`); 404 when there is none. `?fleet=true`: wherever
+     * it runs in the fleet.
+     */
     @Post('requests/:id/cancel')
     @HttpCode(200)
-    cancel(@Param('id') id: string, @Body() body: unknown): CancelResult {
+    async cancel(
+      @Param('id') id: string,
+      @Body() body: unknown,
+      @Query('fleet') fleet?: string,
+    ): Promise<CancelResult> {
       const message = (body as { message?: unknown } | undefined)?.message;
       if (message !== undefined && (typeof message !== 'string' || message.length > 500)) {
         throw new BadRequestException('"message" must be a string of at most 500 characters');
       }
-      const cancelled = this.registry.cancel(id, message);
-      if (cancelled === 0)
+      const cancelled = wantsFleet(this.fleet, fleet)
+        ? await this.fleet.cancel(id, message).catch(unavailable)
+        : { cancelled: this.registry.cancel(id, message) };
+      if (cancelled.cancelled === 0)
         throw new NotFoundException(`No request in flight has the id ${JSON.stringify(id)}`);
-      return { cancelled };
+      return cancelled;
     }
   }
   return CancellationAdminController;

@@ -17,6 +17,8 @@ export class InFlightRegistry {
   private readonly lingering = new Set<TrackedWork>();
   /** Called each time work leaves the registry (the drain waits on it). */
   private onUntrack: (() => void) | undefined = undefined;
+  /** Called with each work that enters it (the fleet looks for a cancel that came first). */
+  private onTrack: ((work: TrackedWork) => void) | undefined = undefined;
   /** Called each time a cancelled handler settles (shutdown waits on it). */
   private onSettle: (() => void) | undefined = undefined;
 
@@ -34,6 +36,12 @@ export class InFlightRegistry {
 
   track(work: TrackedWork): void {
     this.running.add(work);
+    this.onTrack?.(work);
+  }
+
+  /** Calls `listener` with each work that enters the registry, until called again with `undefined`. */
+  whenTracked(listener: ((work: TrackedWork) => void) | undefined): void {
+    this.onTrack = listener;
   }
 
   untrack(work: TrackedWork): void {
