@@ -52,6 +52,7 @@ const SUITES = [
   'streaming',
   'terminus',
   'websocket',
+  'zoo',
 ];
 
 process.env.FIXTURE_NEST_DIR = here;
