@@ -1,6 +1,6 @@
 import { Logger, Module } from '@nestjs/common';
-import type { OnApplicationShutdown, OnModuleDestroy } from '@nestjs/common';
-import { CancellationModule } from 'nestjs-cancellation';
+import type { OnApplicationShutdown } from '@nestjs/common';
+import { CancellationModule, CancellationService } from 'nestjs-cancellation';
 import { AggregateModule } from './aggregate/aggregate.module.js';
 import { CommandsModule } from './commands/commands.module.js';
 import { DemoModule } from './demo/demo.module.js';
@@ -39,12 +39,15 @@ import { WorkersModule } from './workers/workers.module.js';
     DigestModule,
   ],
 })
-export class AppModule implements OnModuleDestroy, OnApplicationShutdown {
+export class AppModule implements OnApplicationShutdown {
   private readonly logger = new Logger('App');
 
-  // The first shutdown hook Nest runs: marks in the log where shutdown began.
-  onModuleDestroy(): void {
-    this.logger.log('Shutting down');
+  // Marks in the log where shutdown began: the drain, which CancellationModule starts before any module's
+  // shutdown hook (this module's onModuleDestroy would run after the requests in flight were aborted).
+  constructor(cancellation: CancellationService) {
+    cancellation.drainingSignal.addEventListener('abort', () => this.logger.log('Shutting down'), {
+      once: true,
+    });
   }
 
   // The last one, after the HTTP server has closed: nothing the application started is still running.

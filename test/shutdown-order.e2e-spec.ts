@@ -4,15 +4,16 @@
  * `beforeApplicationShutdown`, a request in flight has its query cancelled with the shutdown's reason (not
  * failed on a closed pool) and is answered 503 before either of those hooks runs; the listener is closed by
  * then, so that a new connection is refused instead of served. On `app.close()` and on SIGTERM under
- * `enableShutdownHooks()` alike, each on Express and Fastify, in a child process (test/fixtures/
- * shutdown-order-app.mjs) on the built package.
+ * `enableShutdownHooks()` alike (SIGTERM over HTTPS too), each on Express and Fastify, in a child process
+ * (test/fixtures/shutdown-order-app.mjs) on the built package.
  */
 import { Client } from 'pg';
 import { ADAPTERS, request, startRequest } from './utils/harness.js';
-import type { AdapterName } from './utils/harness.js';
+import type { AdapterName, RequestOptions } from './utils/harness.js';
 import { FixtureApp, fixtureNestVersion, spawnFixture } from './utils/fixture.js';
 import type { FixtureEvent } from './utils/fixture.js';
 import { startPostgres } from './utils/postgres.js';
+import { testCertificate } from './utils/tls.js';
 import type { TestPostgres } from './utils/postgres.js';
 
 const FIXTURE = new URL('./fixtures/shutdown-order-app.mjs', import.meta.url).pathname;
@@ -50,11 +51,18 @@ async function queryRunning(applicationName: string): Promise<void> {
   }
 }
 
-const VIA = ['close', 'SIGTERM'] as const;
+type Via = 'close' | 'SIGTERM';
+const CASES = ADAPTERS.flatMap((adapter) => [
+  [adapter, 'close', 'http'] as const,
+  [adapter, 'SIGTERM', 'http'] as const,
+  [adapter, 'SIGTERM', 'https'] as const,
+]);
 
-describe.each(ADAPTERS.flatMap((adapter) => VIA.map((via) => [adapter, via] as const)))(
-  'shutdown order on %s, by %s',
-  (adapter: AdapterName, via: (typeof VIA)[number]) => {
+describe.each(CASES)(
+  'shutdown order on %s, by %s, over %s',
+  (adapter: AdapterName, via: Via, scheme: 'http' | 'https') => {
+    const certificate = scheme === 'https' ? testCertificate() : undefined;
+    const tls: RequestOptions = certificate === undefined ? {} : { ca: certificate.cert };
     let app: FixtureApp | undefined;
 
     afterEach(async () => {
@@ -70,12 +78,13 @@ describe.each(ADAPTERS.flatMap((adapter) => VIA.map((via) => [adapter, via] as c
           ADAPTER: adapter,
           DATABASE_URL: postgres.url,
           APP_NAME: appName,
+          ...(certificate === undefined ? {} : { TLS_KEY: certificate.key, TLS_CERT: certificate.cert }),
         }),
       );
       const listening = await app.next('listening', 20_000);
       expect(listening.nest).toBe(fixtureNestVersion());
       const port = listening.port as number;
-      const report = startRequest(port, '/reports/report');
+      const report = startRequest(port, '/reports/report', tls);
       await queryRunning(appName);
 
       expect(app.child.kill(via === 'close' ? 'SIGHUP' : 'SIGTERM')).toBe(true);
@@ -88,7 +97,7 @@ describe.each(ADAPTERS.flatMap((adapter) => VIA.map((via) => [adapter, via] as c
 
       // While the queue worker still takes its second: a new connection is refused by the kernel, not served.
       await app.next('queue-closing');
-      const late = await request(port, '/reports/quick').then(
+      const late = await request(port, '/reports/quick', tls).then(
         (ok) => `served ${ok.status}`,
         (err: NodeJS.ErrnoException) => err.code,
       );
