@@ -35,7 +35,7 @@ describe('resolveOptions', () => {
         stillRunningWarningMs: false,
         metrics: false,
         asyncContext: true,
-      exclude: [],
+        exclude: [],
       });
       expect(resolveUntyped(null)).toEqual(DEFAULT_OPTIONS);
       expect(resolveOptions({})).toEqual(DEFAULT_OPTIONS);
