@@ -83,10 +83,7 @@ export class RequestScope extends TrackedScope implements WatchedRequest {
     return this.runtime.platform.route(this.request);
   }
 
-  /**
-   * Milliseconds left of the request's time budget (0 once spent); `undefined` when it has none, and once the
-   * response streams (its headers are out): a budget covers the work until then.
-   */
+  /** Milliseconds left of the budget (0 once spent); `undefined` without one, or once the response streams. */
   get remainingMs(): number | undefined {
     return this.timeoutMs === false || this.response.headersSent
       ? undefined
@@ -100,17 +97,15 @@ export class RequestScope extends TrackedScope implements WatchedRequest {
   start(subscriber: Subscriber<unknown>): Unsubscribable {
     this.subscriber = subscriber;
     const { response, runtime } = this;
-    if (isGone(response)) {
-      this.cancel(new CancellationError('client-disconnected'));
-      return this;
-    }
-    if (runtime.refuses(this.response)) {
-      this.cancel(runtime.signals.drainReason());
-      return this;
-    }
-    if (this.timeoutMs === 0) {
-      // The caller's propagated budget is already spent.
-      this.cancel(new CancellationError('timeout', 'The request arrived with no time budget left'));
+    const lost = isGone(response)
+      ? new CancellationError('client-disconnected')
+      : runtime.refuses(response)
+        ? runtime.signals.drainReason()
+        : this.timeoutMs === 0 // the caller's propagated budget is already spent
+          ? new CancellationError('timeout', 'The request arrived with no time budget left')
+          : undefined;
+    if (lost !== undefined) {
+      this.cancel(lost);
       return this;
     }
     runtime.registry.track(this);
@@ -180,13 +175,18 @@ export class RequestScope extends TrackedScope implements WatchedRequest {
       // The body is sent after this stream completes: keep watching the response until it closes. The time
       // budget was for producing the answer; a download that outlasts it is not cut short.
       this.sending = true;
-      if (!(this.listening & Listening.Response)) listenToResponse(this);
-      this.listening |= Listening.Response;
+      this.listenToResponse();
       clearTimeout(this.timer);
       this.timer = undefined;
     }
     this.closeConnectionIfDraining();
     this.subscriber?.complete();
+  }
+
+  /** Listens to the response's own `'close'` as well: for a scope released when its response is sent. */
+  protected listenToResponse(): void {
+    if (!(this.listening & Listening.Response)) listenToResponse(this);
+    this.listening |= Listening.Response;
   }
 
   /** While the application drains, a response (a result or an error alike) closes its keep-alive connection. */

@@ -77,6 +77,8 @@ export class GraphQLRequestScope extends RequestScope {
     new Observable<never>((subscriber) => this.start(subscriber)).subscribe({
       error: () => this.cancelRunning(),
     });
+    // The request's work ends when its response has been sent.
+    if (this.reason === undefined) this.listenToResponse();
     const header = this.runtime.options.deadlineHeader;
     const value =
       header === false
