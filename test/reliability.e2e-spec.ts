@@ -20,6 +20,7 @@ import type { NestExpressApplication } from '@nestjs/platform-express';
 import { FastifyAdapter } from '@nestjs/platform-fastify';
 import type { ChildProcess } from 'node:child_process';
 import http from 'node:http';
+import https from 'node:https';
 import net from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { setTimeout as delay } from 'node:timers/promises';
@@ -39,6 +40,7 @@ import {
 } from './utils/harness.js';
 import type { AdapterName, TestApp } from './utils/harness.js';
 import { fixtureNestVersion, spawnFixture } from './utils/fixture.js';
+import { testCertificate } from './utils/tls.js';
 
 const FIXTURE = fileURLToPath(new URL('./fixtures/reliability-app.mjs', import.meta.url));
 
@@ -478,11 +480,13 @@ function resets(outcomes: readonly LoadOutcome[], acceptedPorts: readonly number
 }
 
 /**
- * At most this share of the requests may be reset without having been accepted: measured 0.8% over 14 runs
- * (0 to 3.4% in one run) on a shared two-core machine, against 6 to 21% when the listener closed after the
- * abort (see the README); the margin is for that machine's noise.
+ * At most this share of the requests may be reset without having been accepted. Measured 1.1% over 26 runs of the
+ * 2 ms case (0 to 8.6% in a run, the worst when the machine was busiest; 0.3% over HTTPS) on a two-core machine
+ * shared with other jobs, against 6 to 21% a run when the listener closed after the abort (see the README). What
+ * remains is the connections the kernel completes in the last turn before the listener closes, which a
+ * descheduled process stretches: the margin is for that noise. Resets of accepted connections must be 0.
  */
-const MAX_UNACCEPTED_RESETS = 0.05;
+const MAX_UNACCEPTED_RESETS = 0.12;
 
 describe.each(ADAPTERS)('abort storm (%s)', (adapter) => {
   let t: TestApp | undefined;
@@ -722,6 +726,8 @@ function loadRequest(
   path: string,
   id: number,
   agent: http.Agent | false,
+  /** A certificate to trust: the request goes over HTTPS. */
+  ca?: string,
 ): Promise<LoadOutcome> {
   return new Promise((resolve) => {
     let settled = false;
@@ -732,7 +738,8 @@ function loadRequest(
       clearTimeout(timer);
       resolve({ id, category, detail, port: localPort });
     };
-    const req = http.get({ host: '127.0.0.1', port, path, agent });
+    const target = { host: '127.0.0.1', port, path, agent };
+    const req = ca === undefined ? http.get(target) : https.get({ ...target, ca });
     req.once('socket', (socket) => {
       if (!socket.connecting) localPort = socket.localPort;
       else socket.once('connect', () => (localPort = socket.localPort));
@@ -838,12 +845,17 @@ describe.each(ADAPTERS)('SIGTERM (%s)', (adapter) => {
   const GRACE_MS = 300;
   const STALLED = { grace: 200, deadline: 800 };
   /** All started at once, so that their start-up (about a second each) overlaps. */
-  let apps: { load: ChildApp; burst: ChildApp; stubborn: ChildApp } | undefined;
+  let apps: { load: ChildApp; burst: ChildApp; burstTls: ChildApp; stubborn: ChildApp } | undefined;
 
   beforeAll(() => {
     apps = {
       load: ChildApp.spawn(adapter, { GRACE_MS: String(GRACE_MS) }),
       burst: ChildApp.spawn(adapter, { GRACE_MS: '0' }),
+      burstTls: ChildApp.spawn(adapter, {
+        GRACE_MS: '0',
+        TLS_KEY: testCertificate().key,
+        TLS_CERT: testCertificate().cert,
+      }),
       stubborn: ChildApp.spawn(adapter, {
         GRACE_MS: String(STALLED.grace),
         TIMEOUT_MS: String(STALLED.deadline),
@@ -915,68 +927,79 @@ describe.each(ADAPTERS)('SIGTERM (%s)', (adapter) => {
     SCALE.testTimeoutMs,
   );
 
+  /**
+   * SIGTERM with `long` requests in flight (aborted at once: no grace period) and a new connection every
+   * `everyMs`: every connection the server accepted is answered, few were queued and never accepted.
+   */
+  async function burst(app: ChildApp, long: number, everyMs: number, ca?: string): Promise<void> {
+    const port = await app.port();
+    const scheme = ca === undefined ? 'HTTP' : 'HTTPS';
+    // Aborted at SIGTERM (no grace period): answering them all is the CPU-heavy part of the shutdown.
+    const longRequests = Array.from({ length: long }, (_, i) =>
+      loadRequest(port, `/load/work?id=${100_000 + i}&ms=10000`, 100_000 + i, false, ca),
+    );
+    await waitFor(() => app.all('started').length === long, {
+      timeoutMs: 10_000,
+      message: 'every long request to start',
+    });
+    const arriving: Promise<LoadOutcome>[] = [];
+    let nextId = 1;
+    const arrivals = setInterval(() => {
+      const id = nextId++;
+      arriving.push(loadRequest(port, `/load/work?id=${id}&ms=0`, id, false, ca));
+    }, everyMs);
+    let exit: Exit;
+    let signalledAt: number;
+    try {
+      await delay(300);
+      signalledAt = performance.now();
+      app.child.kill('SIGTERM');
+      exit = await app.exited;
+      await delay(50); // arrivals after the exit, refused
+    } finally {
+      clearInterval(arrivals);
+    }
+    const longOutcomes = await Promise.all(longRequests);
+    const outcomes = [...longOutcomes, ...(await Promise.all(arriving))];
+    const summary = (await app.next('summary')) as AppEvent & WorkSummary;
+    const counts = tally(outcomes.map((outcome) => outcome.category));
+    const reset = resets(outcomes, summary.acceptedPorts);
+    report(
+      `SIGTERM with ${long} long requests in flight and a connection every ${everyMs} ms (${adapter}, ` +
+        `${scheme}): ${outcomes.length} requests, ${summary.acceptedPorts.length} connections accepted, ` +
+        `exit after ${Math.round(exit.at - signalledAt)} ms; ${JSON.stringify(counts)}; resets of accepted ` +
+        `connections ${reset.ofAccepted.length}, of never-accepted ones ${reset.neverAccepted} ` +
+        `(${((100 * reset.neverAccepted) / outcomes.length).toFixed(1)}%)`,
+    );
+
+    expect(longOutcomes.map((outcome) => outcome.category)).toEqual(Array(long).fill('unavailable'));
+    const failures = outcomes.filter(
+      (outcome) => !['ok', 'unavailable', 'refused', 'reset'].includes(outcome.category),
+    );
+    expect(failures).toEqual([]);
+    expect(reset.ofAccepted).toEqual([]);
+    expect(reset.neverAccepted).toBeLessThanOrEqual(
+      Math.max(1, Math.floor(outcomes.length * MAX_UNACCEPTED_RESETS)),
+    );
+    // Every connection the server accepted carried a request that was answered (200 or 503).
+    const answered = outcomes.filter(
+      (outcome) => outcome.category === 'ok' || outcome.category === 'unavailable',
+    );
+    expect(answered.length).toBe(summary.acceptedPorts.length);
+    expect(exit).toMatchObject({ code: null, signal: 'SIGTERM' });
+    expect(summary.failed).toEqual([]);
+    expect(app.problems()).toEqual([]);
+  }
+
   it(
     'with 200 long requests in flight and a new connection every 2 ms: no accepted connection is reset',
-    async () => {
-      const app = apps?.burst as ChildApp;
-      const port = await app.port();
-      const LONG = 200;
-      // Aborted at SIGTERM (no grace period): answering them all is the CPU-heavy part of the shutdown.
-      const long = Array.from({ length: LONG }, (_, i) =>
-        loadRequest(port, `/load/work?id=${100_000 + i}&ms=10000`, 100_000 + i, false),
-      );
-      await waitFor(() => app.all('started').length === LONG, {
-        timeoutMs: 10_000,
-        message: 'every long request to start',
-      });
-      const arriving: Promise<LoadOutcome>[] = [];
-      let nextId = 1;
-      const arrivals = setInterval(() => {
-        const id = nextId++;
-        arriving.push(loadRequest(port, `/load/work?id=${id}&ms=0`, id, false));
-      }, 2);
-      let exit: Exit;
-      let signalledAt: number;
-      try {
-        await delay(300);
-        signalledAt = performance.now();
-        app.child.kill('SIGTERM');
-        exit = await app.exited;
-        await delay(50); // arrivals after the exit, refused
-      } finally {
-        clearInterval(arrivals);
-      }
-      const longOutcomes = await Promise.all(long);
-      const outcomes = [...longOutcomes, ...(await Promise.all(arriving))];
-      const summary = (await app.next('summary')) as AppEvent & WorkSummary;
-      const counts = tally(outcomes.map((outcome) => outcome.category));
-      const reset = resets(outcomes, summary.acceptedPorts);
-      report(
-        `SIGTERM with ${LONG} long requests in flight and a connection every 2 ms (${adapter}): ` +
-          `${outcomes.length} requests, ${summary.acceptedPorts.length} connections accepted, exit after ` +
-          `${Math.round(exit.at - signalledAt)} ms; ${JSON.stringify(counts)}; resets of accepted connections ` +
-          `${reset.ofAccepted.length}, of never-accepted ones ${reset.neverAccepted} ` +
-          `(${((100 * reset.neverAccepted) / outcomes.length).toFixed(1)}%)`,
-      );
+    () => burst(apps?.burst as ChildApp, 200, 2),
+    SCALE.testTimeoutMs,
+  );
 
-      expect(longOutcomes.map((outcome) => outcome.category)).toEqual(Array(LONG).fill('unavailable'));
-      const failures = outcomes.filter(
-        (outcome) => !['ok', 'unavailable', 'refused', 'reset'].includes(outcome.category),
-      );
-      expect(failures).toEqual([]);
-      expect(reset.ofAccepted).toEqual([]);
-      expect(reset.neverAccepted).toBeLessThanOrEqual(
-        Math.max(1, Math.floor(outcomes.length * MAX_UNACCEPTED_RESETS)),
-      );
-      // Every connection the server accepted carried a request that was answered (200 or 503).
-      const answered = outcomes.filter(
-        (outcome) => outcome.category === 'ok' || outcome.category === 'unavailable',
-      );
-      expect(answered.length).toBe(summary.acceptedPorts.length);
-      expect(exit).toMatchObject({ code: null, signal: 'SIGTERM' });
-      expect(summary.failed).toEqual([]);
-      expect(app.problems()).toEqual([]);
-    },
+  it(
+    'over HTTPS, with 100 long requests in flight and a new connection every 4 ms: no accepted connection is reset',
+    () => burst(apps?.burstTls as ChildApp, 100, 4, testCertificate().cert),
     SCALE.testTimeoutMs,
   );
 

@@ -14,8 +14,10 @@ import { ApplicationSignals } from './application-signals.js';
 import { ConnectionTracker } from './connection-tracker.js';
 import { SignalWitness } from './signal-witness.js';
 
-/** How long shutdown waits for the handlers it cancelled to settle before the other modules' hooks run. */
+/** How long shutdown waits at most for the handlers it cancelled to settle before the other modules' hooks run. */
 const SETTLE_MS = 250;
+/** It stops waiting sooner once none of them has settled for this long: the rest ignore their signal. */
+const SETTLE_QUIET_MS = 100;
 
 /** Resolves after one turn of the event loop, its poll phase (where connections are accepted) included. */
 function nextTurn(): Promise<void> {
@@ -102,21 +104,26 @@ export class CancellationShutdown
   }
 
   /**
-   * Waits a moment (`SETTLE_MS`, within the hard deadline) for the handlers just cancelled to settle (a query
-   * being cancelled on its server, a `finally` releasing a connection), then for a turn in which the answers
-   * are written: the other modules' hooks, which run next, may close what those handlers use. A handler that
-   * ignores its signal is not waited for any longer than that.
+   * Waits a moment for the handlers just cancelled to settle (a query being cancelled on its server, a `finally`
+   * releasing a connection), then for a turn in which the answers are written: the other modules' hooks, which run
+   * next, may close what those handlers use. It stops waiting once none has settled for `SETTLE_QUIET_MS` (the
+   * rest ignore their signal), after `SETTLE_MS` at most, and within the hard deadline.
    */
   private async settle(): Promise<void> {
     const { registry } = this;
     if (registry.lingeringCount > 0) {
       await new Promise<void>((resolve) => {
-        const limit = Math.min(SETTLE_MS, Math.max(0, this.deadlineAt - performance.now()));
-        const timer = setTimeout(resolve, limit);
-        registry.whenSettled(() => {
-          if (registry.lingeringCount > 0) return;
-          clearTimeout(timer);
+        const done = (): void => {
+          clearTimeout(cap);
+          clearTimeout(quiet);
           resolve();
+        };
+        const cap = setTimeout(done, Math.min(SETTLE_MS, Math.max(0, this.deadlineAt - performance.now())));
+        let quiet = setTimeout(done, SETTLE_QUIET_MS);
+        registry.whenSettled(() => {
+          if (registry.lingeringCount === 0) return done();
+          clearTimeout(quiet);
+          quiet = setTimeout(done, SETTLE_QUIET_MS);
         });
       });
       registry.whenSettled(undefined);
