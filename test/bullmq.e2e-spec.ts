@@ -15,6 +15,9 @@ import { CancellationModule, CancellationRegistry, CancellationService } from 'n
 import type { CancellationError, CancellationModuleOptions } from 'nestjs-cancellation';
 import { CancellationBullModule } from 'nestjs-cancellation/bullmq';
 import type { JobCancellationOptions } from 'nestjs-cancellation/bullmq';
+import { FleetRegistry } from 'nestjs-cancellation/fleet';
+import type { FleetWork } from 'nestjs-cancellation/fleet';
+import { queuesModule } from './readme/queues.js';
 import { ADAPTERS, createApp, request, rootModule, startRequest, waitFor } from './utils/harness.js';
 import type { AdapterName, TestApp } from './utils/harness.js';
 import { startRedis } from './utils/redis.js';
@@ -286,3 +289,41 @@ describe.each(ADAPTERS)('BullMQ jobs (%s)', (adapter) => {
     expect(response.status).toBe(504);
   });
 });
+
+describe.each(ADAPTERS)('the docs example: a queue and the fleet on one Redis (%s)', (adapter) => {
+  it('runs the report job with its progress; the fleet lists it and FleetRegistry.cancel() fails it without retry', async () => {
+    const connection = new Redis(redis.url, { maxRetriesPerRequest: null });
+    const app = await createApp(adapter, queuesModule(redis.url, connection));
+    try {
+      const queue = app.app.get<Queue>(getQueueToken('reports'));
+      const fleet = app.app.get(FleetRegistry);
+      const job = await queue.add('report', { rows: 2_000 }, { attempts: 3 });
+      let listed: FleetWork | undefined;
+      const deadline = performance.now() + 10_000;
+      while (listed === undefined && performance.now() < deadline) {
+        listed = (await fleet.inFlight()).find((work) => work.id === `reports:${job.id}`);
+        if (listed === undefined) await delay(20);
+      }
+      expect(listed).toMatchObject({ method: 'JOB', route: 'reports/report', instanceId: fleet.instanceId });
+      const progressed = await waitForProgress(queue, job.id!);
+      expect(progressed).toBeGreaterThan(0);
+      expect(await fleet.cancel(`reports:${job.id}`, 'Not needed any more')).toMatchObject({ cancelled: 1 });
+      const failed = await stateOf(queue, job.id!, 'failed');
+      expect(failed.failedReason).toBe('Not needed any more');
+      expect(failed.attemptsMade).toBe(1);
+    } finally {
+      await app.close();
+      connection.disconnect();
+    }
+  });
+});
+
+async function waitForProgress(queue: Queue, jobId: string): Promise<number> {
+  const deadline = performance.now() + 10_000;
+  for (;;) {
+    const progress = Number((await queue.getJob(jobId))?.progress ?? 0);
+    if (progress > 0) return progress;
+    if (performance.now() > deadline) throw new Error(`job ${jobId} made no progress`);
+    await delay(20);
+  }
+}
