@@ -7,6 +7,7 @@ import { DemoModule } from './demo/demo.module.js';
 import { DigestModule } from './digest/digest.module.js';
 import { PrimesModule } from './primes/primes.module.js';
 import { ProcessingModule } from './processing/processing.module.js';
+import { QueueModule } from './queue/queue.module.js';
 import { RenderModule } from './render/render.module.js';
 import { ReportsModule } from './reports/reports.module.js';
 import { TasksModule } from './tasks/tasks.module.js';
@@ -37,6 +38,9 @@ import { WorkersModule } from './workers/workers.module.js';
     // (stopped by its budget, an operator, shutdown).
     RenderModule,
     DigestModule,
+    // With REDIS_URL: a BullMQ queue of long jobs that stop on their signal, and the fleet (every instance on
+    // that Redis lists and cancels the others' work). Without it, off, with a log line that says so.
+    QueueModule.fromEnv(),
   ],
 })
 export class AppModule implements OnApplicationShutdown {

@@ -1,6 +1,7 @@
-import { Controller, Get, Header, HttpCode, HttpStatus, Param, Post } from '@nestjs/common';
+import { Controller, Get, Header, HttpCode, HttpStatus, Inject, Optional, Param, Post } from '@nestjs/common';
 import { CancellationService } from 'nestjs-cancellation';
 import type { InFlightRequest } from 'nestjs-cancellation';
+import { FleetRegistry } from 'nestjs-cancellation/fleet';
 import { DEMO_PAGE } from './demo.page.js';
 
 /** The in-flight endpoint itself: always in flight while it answers, so it leaves itself out. */
@@ -13,7 +14,11 @@ const IN_FLIGHT_ROUTE = '/demo/in-flight';
  */
 @Controller()
 export class DemoController {
-  constructor(private readonly cancellation: CancellationService) {}
+  constructor(
+    private readonly cancellation: CancellationService,
+    // Present when the app runs with REDIS_URL (sample-app/queue): the panel then shows the whole fleet.
+    @Optional() @Inject(FleetRegistry) private readonly fleet?: FleetRegistry,
+  ) {}
 
   /** `GET /` and `GET /demo`: the page (plain HTML, its script inline). */
   @Get(['', 'demo'])
@@ -23,10 +28,20 @@ export class DemoController {
     return DEMO_PAGE;
   }
 
-  /** `GET /demo/in-flight`: the server's requests in flight, from the package's registry. */
+  /** `GET /demo/features`: what the page can show: the render queue and the fleet need REDIS_URL. */
+  @Get('demo/features')
+  features(): { queue: boolean; instanceId?: string } {
+    return this.fleet === undefined ? { queue: false } : { queue: true, instanceId: this.fleet.instanceId };
+  }
+
+  /**
+   * `GET /demo/in-flight`: the server's requests in flight, from the package's registry; with the fleet, the
+   * work in flight on every instance (requests and render jobs), each with its `instanceId`.
+   */
   @Get('demo/in-flight')
-  inFlight(): InFlightRequest[] {
-    return this.cancellation.inFlight().filter((request) => request.route !== IN_FLIGHT_ROUTE);
+  async inFlight(): Promise<InFlightRequest[]> {
+    const all = this.fleet === undefined ? this.cancellation.inFlight() : await this.fleet.inFlight();
+    return all.filter((request) => request.route !== IN_FLIGHT_ROUTE);
   }
 
   /**
@@ -35,7 +50,9 @@ export class DemoController {
    */
   @Post('demo/in-flight/:id/cancel')
   @HttpCode(HttpStatus.OK)
-  cancel(@Param('id') id: string): { cancelled: number } {
-    return { cancelled: this.cancellation.cancel(id, 'Cancelled from the demo page') };
+  async cancel(@Param('id') id: string): Promise<{ cancelled: number }> {
+    const message = 'Cancelled from the demo page';
+    if (this.fleet !== undefined) return { cancelled: (await this.fleet.cancel(id, message)).cancelled };
+    return { cancelled: this.cancellation.cancel(id, message) };
   }
 }

@@ -2,7 +2,9 @@
  * The demo page: plain HTML with its script inline, no build step. Start opens an EventSource on
  * `GET /jobs/run` and the progress bar follows its events; Cancel closes it, which is a client leaving: the
  * request's signal aborts and the job stops on the server (the history, from `GET /jobs`, shows it stop).
- * The in-flight panel polls `GET /demo/in-flight` every 500 ms, and can cancel a request on the server.
+ * The in-flight panel polls `GET /demo/in-flight` every 500 ms, and can cancel a request on the server. With
+ * REDIS_URL (`GET /demo/features`), a render-queue section queues long BullMQ jobs and cancels them, and the
+ * in-flight panel lists the work of every instance of the fleet, with the instance that runs it.
  *
  * The script builds every cell with `textContent`: request ids can come from a request header.
  */
@@ -53,10 +55,21 @@ export const DEMO_PAGE = /* html */ `<!doctype html>
     <div id="job-status">No job yet.</div>
   </section>
 
-  <section>
-    <h2>Requests in flight on the server <small class="empty">(<code>CancellationService.inFlight()</code>, every 500 ms)</small></h2>
+  <section id="queue" hidden>
+    <h2>Render queue <small class="empty">(BullMQ, <code>nestjs-cancellation/bullmq</code>; any instance of the fleet runs a job)</small></h2>
+    <label>Steps <input id="queue-steps" type="number" min="1" max="1000" value="60"></label>
+    <label>Pause per step (ms) <input id="queue-step-ms" type="number" min="10" max="10000" value="250"></label>
+    <button id="queue-add" class="primary">Queue a render job</button>
     <table>
-      <thead><tr><th>Id</th><th>Request</th><th class="num">Elapsed</th><th class="num">Budget left</th><th>Cancelled</th><th></th></tr></thead>
+      <thead><tr><th>Job</th><th>State</th><th class="num">Progress</th><th>Failure</th><th></th></tr></thead>
+      <tbody id="queue-jobs"></tbody>
+    </table>
+  </section>
+
+  <section>
+    <h2><span id="in-flight-title">Requests in flight on the server</span> <small class="empty">(<code id="in-flight-source">CancellationService.inFlight()</code>, every 500 ms)</small></h2>
+    <table>
+      <thead><tr><th>Id</th><th>Request</th><th class="num">Elapsed</th><th class="num">Budget left</th><th>Cancelled</th><th>Instance</th><th></th></tr></thead>
       <tbody id="in-flight"></tbody>
     </table>
   </section>
@@ -143,7 +156,7 @@ export const DEMO_PAGE = /* html */ `<!doctype html>
 
   function showInFlight(requests) {
     var body = $('in-flight');
-    if (requests.length === 0) return emptyRow(body, 6, 'Nothing in flight.');
+    if (requests.length === 0) return emptyRow(body, 7, 'Nothing in flight.');
     body.replaceChildren.apply(body, requests.map(function (request) {
       var row = document.createElement('tr');
       row.dataset.id = request.id;
@@ -155,6 +168,8 @@ export const DEMO_PAGE = /* html */ `<!doctype html>
       cell(row, seconds(request.elapsedMs), 'num');
       cell(row, seconds(request.remainingMs), 'num');
       cell(row, request.cancelled || '', request.cancelled ? 'cancelled' : '');
+      cell(row, request.instanceId === undefined ? '' :
+        request.instanceId + (request.instanceId === features.instanceId ? ' (this one)' : ''));
       var button = document.createElement('button');
       button.className = 'cancel-on-server';
       button.textContent = 'Cancel on server';
@@ -188,20 +203,75 @@ export const DEMO_PAGE = /* html */ `<!doctype html>
     });
   }
 
+  var features = { queue: false };
+
+  function showQueue(jobs) {
+    var body = $('queue-jobs');
+    if (jobs.length === 0) return emptyRow(body, 5, 'No render job yet.');
+    body.replaceChildren.apply(body, jobs.map(function (record) {
+      var row = document.createElement('tr');
+      row.dataset.renderJob = record.id;
+      row.dataset.state = record.state;
+      cell(row, '#' + record.id);
+      cell(row, record.state, record.state === 'failed' ? 'cancelled' : '');
+      var progress = document.createElement('progress');
+      progress.max = 100;
+      progress.value = record.progress;
+      cell(row, '', 'num').appendChild(progress);
+      cell(row, record.failedReason || '');
+      var button = document.createElement('button');
+      button.textContent = 'Cancel';
+      button.disabled = record.state !== 'active' && record.state !== 'waiting' && record.state !== 'delayed';
+      button.addEventListener('click', function () {
+        fetch('/queue/jobs/' + encodeURIComponent(record.id) + '/cancel', { method: 'POST' }).then(refresh);
+      });
+      row.appendChild(document.createElement('td')).appendChild(button);
+      return row;
+    }));
+  }
+
+  function addRenderJob() {
+    fetch('/queue/jobs', {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify({ steps: Number($('queue-steps').value), stepMs: Number($('queue-step-ms').value) }),
+    }).then(refresh);
+  }
+
   var polling = false;
   function refresh() {
     if (polling) return Promise.resolve();
     polling = true;
-    return Promise.all([getJson('/demo/in-flight'), getJson('/jobs')])
-      .then(function (results) { showInFlight(results[0]); showJobs(results[1]); })
+    return Promise.all([
+      getJson('/demo/in-flight'),
+      getJson('/jobs'),
+      features.queue ? getJson('/queue/jobs') : Promise.resolve(null),
+    ])
+      .then(function (results) {
+        showInFlight(results[0]);
+        showJobs(results[1]);
+        if (results[2] !== null) showQueue(results[2]);
+      })
       .catch(function (error) { console.warn(error); })
       .finally(function () { polling = false; });
   }
 
   $('start').addEventListener('click', start);
   $('cancel').addEventListener('click', cancel);
-  refresh();
-  setInterval(refresh, 500);
+  $('queue-add').addEventListener('click', addRenderJob);
+  getJson('/demo/features')
+    .then(function (found) {
+      features = found;
+      if (!features.queue) return;
+      $('queue').hidden = false;
+      $('in-flight-title').textContent = 'Work in flight across the fleet';
+      $('in-flight-source').textContent = 'FleetRegistry.inFlight()';
+    })
+    .catch(function (error) { console.warn(error); })
+    .finally(function () {
+      refresh();
+      setInterval(refresh, 500);
+    });
 </script>
 </body>
 </html>

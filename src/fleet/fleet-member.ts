@@ -35,7 +35,8 @@ export interface InstanceSnapshot {
 
 /**
  * This instance's membership of the fleet: it publishes what it has in flight under a key that expires after
- * `leaseMs` (renewed every third of it; deleted at shutdown), listens for cancels on the fleet's channel and
+ * `leaseMs` (renewed every third of it, at least every second, and 50 ms after new work starts; deleted at
+ * shutdown), listens for cancels on the fleet's channel and
  * answers each, and remembers a cancel for work it does not have yet, so that the work is cancelled as soon
  * as it registers (also cancels kept in Redis, read when it connects, for those it missed).
  * @internal
@@ -49,6 +50,7 @@ export class FleetMember implements OnApplicationBootstrap, OnApplicationShutdow
   private readonly waiting = new Map<string, { message: string; until: number }>();
   private readonly ackListeners = new Map<string, (ack: CancelAck) => void>();
   private heartbeat: NodeJS.Timeout | undefined = undefined;
+  private soon: NodeJS.Timeout | undefined = undefined;
 
   constructor(
     @Inject(FLEET_OPTIONS) readonly options: ResolvedFleetOptions,
@@ -83,13 +85,17 @@ export class FleetMember implements OnApplicationBootstrap, OnApplicationShutdow
     commands.connect().catch(() => undefined);
     subscriber.subscribe(this.cancelChannel, this.ackChannel(options.instanceId)).catch(() => undefined);
     this.runtime.registry.whenTracked((work) => this.tracked(work));
-    this.heartbeat = setInterval(() => void this.publish(), Math.max(50, Math.floor(options.leaseMs / 3)));
+    // Renewed at least every second, so that the listing is never more than a second old; new work is
+    // published within 50 ms.
+    const every = Math.max(50, Math.min(1_000, Math.floor(options.leaseMs / 3)));
+    this.heartbeat = setInterval(() => void this.publish(), every);
     this.heartbeat.unref();
   }
 
   /** Says goodbye (deletes its lease key) and disconnects. */
   async onApplicationShutdown(): Promise<void> {
     clearInterval(this.heartbeat);
+    clearTimeout(this.soon);
     this.runtime.registry.whenTracked(undefined);
     if (this.commands.status === 'ready') {
       await this.commands.del(this.key('instance', this.options.instanceId)).catch(() => undefined);
@@ -157,8 +163,15 @@ export class FleetMember implements OnApplicationBootstrap, OnApplicationShutdow
     if (until > now) this.waiting.set(id, { message, until });
   }
 
-  /** New work: a cancel that came first cancels it (once its scope has finished starting). */
+  /** New work: published within 50 ms; a cancel that came first cancels it (once its scope has started). */
   private tracked(work: TrackedWork): void {
+    if (this.soon === undefined) {
+      this.soon = setTimeout(() => {
+        this.soon = undefined;
+        void this.publish();
+      }, 50);
+      this.soon.unref();
+    }
     if (this.waiting.size === 0) return;
     const entry = this.waiting.get(work.id);
     if (entry === undefined) return;

@@ -58,7 +58,7 @@ export class FleetRegistry implements FleetLike {
 
   /**
    * The work in flight on every live instance (an instance that died drops out within `leaseMs`), oldest
-   * first. Other instances' entries are as they published them, at most `leaseMs / 3` old.
+   * first. Other instances' entries are as they published them: at most a second old.
    */
   async inFlight(): Promise<FleetWork[]> {
     const own = this.instanceId;
