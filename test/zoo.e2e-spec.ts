@@ -26,6 +26,9 @@ interface ZooEvent {
   readonly [field: string]: unknown;
 }
 
+/** Every zoo app started, killed at the end whatever happened to the tests (no process outlives the suite). */
+const spawned = new Set<Zoo>();
+
 /** The production-like app in its child process, and what it reported. */
 class Zoo {
   readonly events: ZooEvent[] = [];
@@ -46,6 +49,7 @@ class Zoo {
     });
     child.stderr?.on('data', (chunk: Buffer) => (this.stderr += chunk.toString()));
     this.exited = new Promise((resolve) => child.once('exit', () => resolve()));
+    spawned.add(this);
   }
 
   static async start(adapter: AdapterName, transport: Transport, env: NodeJS.ProcessEnv): Promise<Zoo> {
@@ -123,6 +127,7 @@ beforeAll(async () => {
 }, 90_000);
 
 afterAll(async () => {
+  await Promise.all([...spawned].map((zoo) => zoo.kill()));
   await postgres?.stop();
 });
 
@@ -162,9 +167,12 @@ describe.each(COMBINATIONS)('a production-like application on %s over %s', (adap
     const started = await apps.catch(() => undefined);
     if (started === undefined) return;
     const { shared } = started;
-    await shared.close();
-    expect(shared.errors).toEqual([]);
-    for (const zoo of Object.values(started)) await zoo.kill();
+    try {
+      await shared.close();
+      expect(shared.errors).toEqual([]);
+    } finally {
+      for (const zoo of Object.values(started)) await zoo.kill();
+    }
   });
 
   it('serves through helmet, compression, validation, the throttler and the global filter', async () => {
