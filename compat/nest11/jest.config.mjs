@@ -19,6 +19,7 @@ const modules = `${here}/node_modules`;
  */
 const SUITES = [
   'async-context',
+  'bullmq',
   'context',
   'contextless-calls',
   'deadlines',
@@ -67,14 +68,16 @@ export default {
     '^nestjs-cancellation$': `${repo}/dist/cjs/index.js`,
     '^nestjs-cancellation/testing$': `${repo}/dist/cjs/testing/index.js`,
     '^nestjs-cancellation/grpc$': `${repo}/dist/cjs/grpc/index.js`,
+    '^nestjs-cancellation/bullmq$': `${repo}/dist/cjs/bullmq/index.js`,
+    '^nestjs-cancellation/fleet$': `${repo}/dist/cjs/fleet/index.js`,
     '^nestjs-cancellation/schedule$': `${repo}/dist/cjs/schedule/index.js`,
     '^nestjs-cancellation/terminus$': `${repo}/dist/cjs/terminus/index.js`,
     '^(?:\\.\\./)+src/pg/index\\.js$': `${repo}/dist/cjs/pg/index.js`,
     // Suites that reach into the library (e.g. `../src/registry/in-flight.registry.js`) get the same CommonJS copy.
     '^(?:\\.\\./)+src/((?:[a-z-]+/)*[a-z.-]+)\\.js$': `${repo}/dist/cjs/$1.js`,
-    '^@nestjs/(axios|common|core|microservices|platform-express|platform-fastify|platform-socket\\.io|platform-ws|schedule|terminus|testing|websockets|graphql|apollo)((?:/.*)?)$': `${modules}/@nestjs/$1$2`,
+    '^@nestjs/(axios|common|core|microservices|platform-express|platform-fastify|platform-socket\\.io|platform-ws|schedule|terminus|testing|websockets|graphql|apollo|bullmq)((?:/.*)?)$': `${modules}/@nestjs/$1$2`,
     // @grpc/grpc-js too: a Metadata made by the suites must be the one Nest 11's ClientGrpc checks for.
-    '^(rxjs|axios|reflect-metadata|ws|graphql|@apollo/server|@as-integrations/express5|@grpc/grpc-js|@grpc/proto-loader)((?:/.*)?)$': `${modules}/$1$2`,
+    '^(rxjs|axios|reflect-metadata|ws|graphql|@apollo/server|@as-integrations/express5|@grpc/grpc-js|@grpc/proto-loader|bullmq)((?:/.*)?)$': `${modules}/$1$2`,
     '^(\\.{1,2}/.*)\\.js$': '$1',
   },
   transform: {
