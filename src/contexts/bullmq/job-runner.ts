@@ -53,6 +53,9 @@ export class JobRunner implements JobRunnerLike {
     signal: AbortSignal | undefined,
     processor: Processor,
   ): Promise<unknown> {
+    // Fetched after the drain began (a fetch under way when the workers paused): for another worker.
+    if (this.runtime.signals.isDraining && token !== undefined)
+      throw await this.handBack(job, token, undefined);
     const scope = new JobScope(job, this.runtime, signal);
     this.running.add(scope);
     try {
@@ -73,6 +76,20 @@ export class JobRunner implements JobRunnerLike {
     }
   }
 
+  /**
+   * Puts the job back in its queue without spending an attempt, and returns the error that tells BullMQ so;
+   * when that fails (Redis gone), `err`: the job's lock expires and BullMQ's stalled-job check hands it on.
+   */
+  private async handBack(job: Job, token: string, err: unknown): Promise<unknown> {
+    if (typeof job.moveToWait !== 'function') return err ?? new WaitingError();
+    try {
+      await job.moveToWait(token);
+      return new WaitingError();
+    } catch {
+      return err ?? new WaitingError();
+    }
+  }
+
   /** What a cancelled job's processor failing becomes. */
   private async endOfCancelled(
     job: Job,
@@ -82,15 +99,7 @@ export class JobRunner implements JobRunnerLike {
   ): Promise<unknown> {
     switch (reason.kind) {
       case 'shutdown':
-        // Back to its queue, without spending an attempt; when that fails (Redis gone) its lock expires and
-        // BullMQ's stalled-job check hands it to another worker.
-        if (token === undefined || typeof job.moveToWait !== 'function') return err;
-        try {
-          await job.moveToWait(token);
-          return new WaitingError();
-        } catch {
-          return err;
-        }
+        return token === undefined ? err : this.handBack(job, token, err);
       case 'manual':
         return Object.assign(new UnrecoverableError(reason.message), { cause: reason });
       default:

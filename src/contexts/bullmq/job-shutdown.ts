@@ -14,7 +14,7 @@ import { JobRunner } from './job-runner.js';
  * The workers' part of the application's shutdown. `worker.close()` waits for the jobs in flight with no
  * limit and aborts nothing, and `@nestjs/bullmq` calls it from `onApplicationShutdown`: one long job would hold
  * `app.close()` for as long as it runs. Here, instead: when the drain begins the workers stop taking jobs
- * (`pause`); the jobs in flight get the grace period (they are in the registry the drain waits on); when it
+ * (`pause`, and a job fetched after that goes back to its queue unprocessed); the jobs in flight get the grace period (they are in the registry the drain waits on); when it
  * is over their signals abort (the registry's walk), and once their processors have returned, or
  * `settleTimeoutMs` later, the workers are closed, by force if a processor still runs. `@nestjs/bullmq`'s own
  * `close()` then finds them closed.
@@ -62,14 +62,12 @@ export class JobShutdown implements OnApplicationBootstrap, OnApplicationShutdow
   }
 
   /**
-   * `pause()` disconnects the worker's blocking connection at once, so that it takes no new job, then waits
-   * for the jobs in flight to end (not awaited here: the shutdown bounds that wait itself).
+   * `pause(true)`: the worker fetches no more jobs and waits for nothing. (Without `true` it would also
+   * reconnect its blocking connection once its jobs end, after the worker was closed: a connection left open.)
+   * A job that a fetch already under way brings in is handed back to the queue by the runner.
    */
   private pauseWorkers(): void {
-    for (const worker of this.runner.workers) {
-      // It rejects when the worker is closed before its jobs end: expected at shutdown, nothing to report.
-      worker.pause().catch(() => undefined);
-    }
+    for (const worker of this.runner.workers) worker.pause(true).catch(() => undefined);
   }
 
   private closeWorkers(): Promise<void> {
