@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
+import { mkdirSync, mkdtempSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
@@ -58,6 +58,7 @@ export interface PrivateRedis extends TestRedis {
  * this suite's call.
  */
 export async function startPrivateRedis(name: string): Promise<PrivateRedis> {
+  mkdirSync(TMP, { recursive: true });
   const root = join(mkdtempSync(join(TMP, `redis-${name}-`)), 'redis');
   const url = (await script('start', root)).split('\n').at(-1)!;
   return {
