@@ -4,9 +4,10 @@
 // handler stops, its client gets the 503) and a job running on C (it fails without retry); a cancel sent
 // before its job started still cancels it; SIGTERM to B in the middle of a job puts the job back in its queue
 // and C completes it; after kill -9, C drops out of the listing within the lease; with Redis stopped, local
-// cancellation still works and the fleet calls fail fast with 503. Short leases, loopback only.
+// cancellation still works and the fleet calls fail fast with 503. Short leases, loopback only. In the Nest 11
+// job the three run on Nest 11, @nestjs/bullmq 11 and the CommonJS build (test/utils/fixture.ts).
 import { fileURLToPath } from 'node:url';
-import { FixtureApp, spawnFixture } from './utils/fixture.js';
+import { FixtureApp, fixtureNestVersion, spawnFixture } from './utils/fixture.js';
 import { request, startRequest, waitFor } from './utils/harness.js';
 import type { RawResponse } from './utils/harness.js';
 import { startPrivateRedis } from './utils/redis.js';
@@ -109,6 +110,16 @@ afterAll(async () => {
 });
 
 describe('a fleet of three instances on one Redis', () => {
+  it("runs on the job's Nest, with the @nestjs/bullmq of that Nest and one bullmq in each process", async () => {
+    const nest = fixtureNestVersion();
+    for (const { app } of Object.values(instances)) {
+      expect((await app.next('listening')).nest).toBe(nest);
+      const bullmq = await app.next('bullmq');
+      expect(String(bullmq.nestBullmq).split('.')[0]).toBe(nest.split('.')[0]);
+      expect(bullmq.oneBullmq).toBe(true);
+    }
+  });
+
   it('lists every instance and cancels from A a request running on B: B stops it, its client gets the 503', async () => {
     const { a, b } = instances;
     const listed = await until(

@@ -12,9 +12,9 @@ const modules = `${here}/node_modules`;
 /**
  * The suites of ../../test that run here. Left out: pack (it builds its own app from the packed tarball, a Nest 11
  * one among them), sample-app and demo-page (the sample app is compiled and run on the root's Nest 12);
- * exports.spec pins src/, not a platform. The cases of drain and reliability that start a child process run
- * their fixture app (test/fixtures/*.mjs) on this folder's Nest 11 and the CommonJS build too: FIXTURE_NEST_DIR,
- * set here and inherited by the test workers, makes test/utils/fixture.ts start it under
+ * exports.spec pins src/, not a platform. The cases that start a child process (drain, reliability, schedule,
+ * fleet...) run their fixture app (test/fixtures/*.mjs) on this folder's Nest 11 and the CommonJS build too:
+ * FIXTURE_NEST_DIR, set here and inherited by the test workers, makes test/utils/fixture.ts start it under
  * test/fixtures/compat-loader.mjs.
  */
 const SUITES = [
@@ -28,6 +28,7 @@ const SUITES = [
   'downstream',
   'drain',
   'exception-filters',
+  'fleet',
   'graphql',
   'grpc',
   'guards',
