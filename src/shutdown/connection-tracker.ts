@@ -25,6 +25,7 @@ export class ConnectionTracker {
   /** HTTPS: TCP connections whose TLS handshake has not completed (nothing else would end them). */
   private readonly handshaking = new Set<Socket>();
   private server: Server | undefined;
+  private accepted = 0;
   /** Responses that were open when the drain began. */
   private readonly admitted = new WeakSet<ServerResponse>();
   /** How many of those have not closed yet. */
@@ -35,6 +36,11 @@ export class ConnectionTracker {
 
   constructor(@Inject(RESOLVED_OPTIONS) private readonly options: ResolvedCancellationOptions) {}
 
+  /** How many connections the server has accepted so far. */
+  get acceptedCount(): number {
+    return this.accepted;
+  }
+
   /** Starts counting the server's sockets. */
   attach(server: Server): void {
     refuseHttp2(server);
@@ -44,11 +50,15 @@ export class ConnectionTracker {
       socket.once('close', () => this.sockets.delete(socket));
     };
     if (!(server instanceof TlsServer)) {
-      server.on('connection', track);
+      server.on('connection', (socket: TrackedSocket) => {
+        this.accepted++;
+        track(socket);
+      });
       return;
     }
     // On HTTPS, 'connection' gives the TCP socket; the response in progress lives on the TLS socket above it.
     server.on('connection', (socket: Socket) => {
+      this.accepted++;
       this.handshaking.add(socket);
       socket.once('close', () => this.handshaking.delete(socket));
     });

@@ -18,6 +18,8 @@ import { SignalWitness } from './signal-witness.js';
 const SETTLE_MS = 250;
 /** It stops waiting sooner once none of them has settled for this long: the rest ignore their signal. */
 const SETTLE_QUIET_MS = 100;
+/** How long the listener may stay open at the most, once the drain is over, for a turn that accepts nothing. */
+const ACCEPT_QUIET_MS = 50;
 
 /** Resolves after one turn of the event loop, its poll phase (where connections are accepted) included. */
 function nextTurn(): Promise<void> {
@@ -138,12 +140,20 @@ export class CancellationShutdown
   /**
    * Lets the event loop accept what the kernel has queued, then closes the listener: new connections are
    * refused by the kernel from then on, while the ones accepted keep going until they are answered (a request
-   * on them meets the door's 503). Nest's own `close()` of the server later waits for them.
+   * on them meets the door's 503). Nest's own `close()` of the server later waits for them. It closes after a
+   * turn that accepted nothing new (within `ACCEPT_QUIET_MS`), so that a turn stretched by a busy machine, in
+   * which the kernel queued more, is followed by one that accepts them rather than by a reset.
    */
   private async stopListening(): Promise<void> {
     if (this.server()?.listening !== true) return;
+    const { connections } = this;
+    const until = performance.now() + ACCEPT_QUIET_MS;
     await nextTurn();
-    await nextTurn();
+    let seen: number;
+    do {
+      seen = connections.acceptedCount;
+      await nextTurn();
+    } while (connections.acceptedCount !== seen && performance.now() < until);
     const server = this.server();
     if (server?.listening === true) server.close();
   }
