@@ -43,11 +43,17 @@ const SERVER = path.join(BENCH_DIR, 'servers', 'overhead-server.mjs');
 const ROUTES = { hello: { path: '/hello', body: HELLO }, io: { path: '/io', body: IO } };
 const ADAPTERS = ['express', 'fastify'];
 
-/** The targets of issue 5: ours against the empty interceptor, and on the I/O route against bare Nest. */
+/**
+ * The targets of issue 5: ours against the empty interceptor, and on the I/O route against bare Nest; with the
+ * variant `cancellation-base`, this build against that one.
+ */
 const TARGETS = [
   { id: 'ours/empty', route: 'hello', baseline: 'empty-interceptor', min: 0.97 },
   { id: 'ours/empty', route: 'io', baseline: 'empty-interceptor', min: 0.97 },
   { id: 'ours/bare', route: 'io', baseline: 'bare-nest', min: 0.98 },
+  // With the variant `cancellation-base` (another build): this build against it, not worse.
+  { id: 'ours/before', route: 'hello', baseline: 'cancellation-base', min: 1.0 },
+  { id: 'ours/before', route: 'io', baseline: 'cancellation-base', min: 1.0 },
 ];
 
 function config() {
@@ -275,7 +281,7 @@ function analyse(cfg, samples, pairs) {
   const targets = [];
   if (cfg.variants.includes(cfg.subject)) {
     for (const target of TARGETS) {
-      if (!cfg.routes.includes(target.route)) continue;
+      if (!cfg.routes.includes(target.route) || !cfg.variants.includes(target.baseline)) continue;
       for (const adapter of cfg.adapters) {
         const r = ratio(
           series(cfg.subject, adapter, target.route),
@@ -469,7 +475,7 @@ export async function overhead() {
         const find = (variant) =>
           running.get(list.find((e) => e.variant === variant && e.adapter === adapter));
         for (const target of TARGETS) {
-          if (!cfg.routes.includes(target.route)) continue;
+          if (!cfg.routes.includes(target.route) || !cfg.variants.includes(target.baseline)) continue;
           const pair = await measurePair(find(cfg.subject), find(target.baseline), target.route, cfg);
           const key = `${target.baseline}|${adapter}|${target.route}`;
           if (!pairs.has(key)) pairs.set(key, []);
