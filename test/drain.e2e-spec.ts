@@ -21,7 +21,6 @@ import {
   UseGuards,
 } from '@nestjs/common';
 import type { CanActivate, OnModuleInit } from '@nestjs/common';
-import type { ChildProcess } from 'node:child_process';
 import http from 'node:http';
 import { setTimeout as delay } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
@@ -34,7 +33,8 @@ import {
 import type { CancellationModuleOptions } from 'nestjs-cancellation';
 import { ADAPTERS, createApp, request, rootModule, sleep, startRequest, waitFor } from './utils/harness.js';
 import type { AdapterName, RawResponse, RequestResult, TestApp } from './utils/harness.js';
-import { fixtureNestVersion, spawnFixture } from './utils/fixture.js';
+import { FixtureApp, fixtureNestVersion, spawnFixture } from './utils/fixture.js';
+import type { FixtureEvent } from './utils/fixture.js';
 
 const FIXTURE = fileURLToPath(new URL('./fixtures/drain-app.mjs', import.meta.url));
 
@@ -552,67 +552,13 @@ describe.each(ADAPTERS)('graceful drain (%s)', (adapter) => {
   });
 });
 
-/** One JSON line of the fixture app's stdout, with the time the test received it. */
-interface AppEvent {
-  readonly event: string;
-  readonly at: number;
-  readonly receivedAt: number;
-  readonly [key: string]: unknown;
-}
-
-/** The fixture app in a child process, its stdout parsed line by line. */
-class ChildApp {
-  readonly events: AppEvent[] = [];
-  stderr = '';
-  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null; at: number }>;
-  private buffered = '';
-
-  constructor(readonly child: ChildProcess) {
-    child.stdout?.setEncoding('utf8');
-    child.stdout?.on('data', (chunk: string) => {
-      this.buffered += chunk;
-      const lines = this.buffered.split('\n');
-      this.buffered = lines.pop() ?? '';
-      for (const line of lines) {
-        if (line.trim() === '') continue;
-        const receivedAt = performance.now();
-        try {
-          this.events.push({ ...(JSON.parse(line) as { event: string; at: number }), receivedAt });
-        } catch {
-          this.events.push({ event: 'raw', at: Number.NaN, receivedAt, line });
-        }
-      }
-    });
-    child.stderr?.setEncoding('utf8');
-    child.stderr?.on('data', (chunk: string) => (this.stderr += chunk));
-    this.exited = new Promise((resolve) =>
-      child.once('exit', (code, signal) => resolve({ code, signal, at: performance.now() })),
-    );
-  }
-
-  find(event: string): AppEvent | undefined {
-    return this.events.find((line) => line.event === event);
-  }
-
-  next(event: string, timeoutMs = 10_000): Promise<AppEvent> {
-    return waitFor(() => this.find(event), {
-      timeoutMs,
-      message: `"${event}" from the app (stdout so far: ${JSON.stringify(this.events)}, stderr: ${this.stderr})`,
-    });
-  }
-
-  dump(): string {
-    return `${this.events.map((line) => JSON.stringify(line)).join('\n')}\nstderr: ${this.stderr}`;
-  }
-}
-
-function spawnApp(adapter: AdapterName, env: Record<string, string>): ChildApp {
-  return new ChildApp(spawnFixture(FIXTURE, { ...process.env, ADAPTER: adapter, PORT: '0', ...env }));
+function spawnApp(adapter: AdapterName, env: Record<string, string>): FixtureApp {
+  return new FixtureApp(spawnFixture(FIXTURE, { ...process.env, ADAPTER: adapter, PORT: '0', ...env }));
 }
 
 describe.each(ADAPTERS)('SIGTERM under enableShutdownHooks (%s)', (adapter) => {
   /** One app per test, all started at once: their start-up (about a second each) overlaps. */
-  let apps: { drain: ChildApp; stalled: ChildApp } | undefined;
+  let apps: { drain: FixtureApp; stalled: FixtureApp } | undefined;
 
   beforeAll(() => {
     apps = {
@@ -631,8 +577,8 @@ describe.each(ADAPTERS)('SIGTERM under enableShutdownHooks (%s)', (adapter) => {
   });
 
   it('finishes the request in flight, refuses a new one with 503 and exits promptly', async () => {
-    const app = apps?.drain as ChildApp;
-    const listening = (await app.next('listening', 15_000)) as AppEvent & { port: number; nest: string };
+    const app = apps?.drain as FixtureApp;
+    const listening = (await app.next('listening', 15_000)) as FixtureEvent & { port: number; nest: string };
     // The Nest the suite runs on (Nest 11 with the CommonJS build in the Nest 11 job), not whichever resolves.
     expect(listening.nest).toBe(fixtureNestVersion());
     const { port } = listening;
@@ -683,8 +629,8 @@ describe.each(ADAPTERS)('SIGTERM under enableShutdownHooks (%s)', (adapter) => {
   });
 
   it('exits by the hard deadline when an upload stalls, answering it 503', async () => {
-    const app = apps?.stalled as ChildApp;
-    const { port } = (await app.next('listening', 15_000)) as AppEvent & { port: number };
+    const app = apps?.stalled as FixtureApp;
+    const { port } = (await app.next('listening', 15_000)) as FixtureEvent & { port: number };
     const upload = startUpload(port, '/drain/upload');
     await app.next('request');
 

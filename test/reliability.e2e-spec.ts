@@ -18,7 +18,6 @@ import { NestFactory } from '@nestjs/core';
 import { ExpressAdapter } from '@nestjs/platform-express';
 import type { NestExpressApplication } from '@nestjs/platform-express';
 import { FastifyAdapter } from '@nestjs/platform-fastify';
-import type { ChildProcess } from 'node:child_process';
 import http from 'node:http';
 import https from 'node:https';
 import net from 'node:net';
@@ -39,7 +38,8 @@ import {
   waitFor,
 } from './utils/harness.js';
 import type { AdapterName, TestApp } from './utils/harness.js';
-import { fixtureNestVersion, spawnFixture } from './utils/fixture.js';
+import { FixtureApp, fixtureNestVersion, spawnFixture } from './utils/fixture.js';
+import type { FixtureEvent, FixtureExit } from './utils/fixture.js';
 import { testCertificate } from './utils/tls.js';
 
 const FIXTURE = fileURLToPath(new URL('./fixtures/reliability-app.mjs', import.meta.url));
@@ -600,64 +600,12 @@ describe.each(ADAPTERS)('abort storm (%s)', (adapter) => {
 // Child processes: SIGTERM under load, non-cooperative handlers
 // ---------------------------------------------------------------------------------------------------------
 
-/** One JSON line of the fixture app's stdout, with the time the test received it. */
-interface AppEvent {
-  readonly event: string;
-  readonly receivedAt: number;
-  readonly [key: string]: unknown;
-}
-
-interface Exit {
-  readonly code: number | null;
-  readonly signal: NodeJS.Signals | null;
-  readonly at: number;
-}
-
-/** The fixture app in a child process, its stdout parsed line by line. */
-class ChildApp {
-  readonly events: AppEvent[] = [];
-  stderr = '';
-  readonly exited: Promise<Exit>;
-  private buffered = '';
-
-  constructor(readonly child: ChildProcess) {
-    child.stdout?.setEncoding('utf8');
-    child.stdout?.on('data', (chunk: string) => {
-      this.buffered += chunk;
-      const lines = this.buffered.split('\n');
-      this.buffered = lines.pop() ?? '';
-      const receivedAt = performance.now();
-      for (const line of lines) {
-        if (line.trim() === '') continue;
-        try {
-          this.events.push({ ...(JSON.parse(line) as { event: string }), receivedAt });
-        } catch {
-          this.events.push({ event: 'raw', receivedAt, line });
-        }
-      }
-    });
-    child.stderr?.setEncoding('utf8');
-    child.stderr?.on('data', (chunk: string) => (this.stderr += chunk));
-    this.exited = new Promise((resolve) =>
-      child.once('exit', (code, signal) => resolve({ code, signal, at: performance.now() })),
-    );
-  }
-
+/** The fixture app in a child process, its stdout parsed line by line (test/utils/fixture.ts). */
+class ChildApp extends FixtureApp {
   static spawn(adapter: AdapterName, env: Record<string, string>): ChildApp {
     const childEnv: NodeJS.ProcessEnv = { ...process.env, ADAPTER: adapter, ...env };
     delete childEnv.NODE_OPTIONS;
     return new ChildApp(spawnFixture(FIXTURE, childEnv));
-  }
-
-  all(event: string): AppEvent[] {
-    return this.events.filter((line) => line.event === event);
-  }
-
-  next(event: string, timeoutMs = 10_000): Promise<AppEvent> {
-    return waitFor(() => this.events.find((line) => line.event === event), {
-      timeoutMs,
-      message: `"${event}" from the app (stderr: ${this.stderr})`,
-    });
   }
 
   /** The app's port, once it listens on the Nest the suite runs on (Nest 11 in the Nest 11 job). */
@@ -679,13 +627,6 @@ class ChildApp {
         .map((line) => JSON.stringify(line)),
       ...(this.stderr === '' ? [] : [`stderr: ${this.stderr}`]),
     ];
-  }
-
-  async stop(): Promise<void> {
-    if (this.child.exitCode === null && this.child.signalCode === null) {
-      this.child.kill('SIGKILL');
-      await this.exited;
-    }
   }
 }
 
@@ -783,7 +724,7 @@ interface LoadRun {
   /** Requests the clients had open when SIGTERM was sent. */
   readonly openAtSignal: number;
   readonly signalledAt: number;
-  readonly exit: Exit;
+  readonly exit: FixtureExit;
 }
 
 /**
@@ -864,7 +805,7 @@ describe.each(ADAPTERS)('SIGTERM (%s)', (adapter) => {
   });
 
   afterAll(async () => {
-    for (const app of Object.values(apps ?? {})) await app.stop();
+    for (const app of Object.values(apps ?? {})) await app.kill();
   });
 
   it(
@@ -891,7 +832,7 @@ describe.each(ADAPTERS)('SIGTERM (%s)', (adapter) => {
       expect(counts.ok).toBeGreaterThan(0);
       expect(counts.unavailable).toBeGreaterThan(0);
       // Every connection the server accepted got its whole answer; few were queued and never accepted.
-      const summaryEvent = (await app.next('summary')) as AppEvent & WorkSummary;
+      const summaryEvent = (await app.next('summary')) as FixtureEvent & WorkSummary;
       const reset = resets(run.outcomes, summaryEvent.acceptedPorts);
       report(
         `SIGTERM under load (${adapter}): ${summaryEvent.acceptedPorts.length} connections accepted; resets ` +
@@ -913,7 +854,7 @@ describe.each(ADAPTERS)('SIGTERM (%s)', (adapter) => {
 
       // Counted on both sides: the handlers that completed are exactly the clients that got their 200, and a
       // handler cancelled at the end of the grace period answered its client 503.
-      const summary = (await app.next('summary')) as AppEvent & WorkSummary;
+      const summary = (await app.next('summary')) as FixtureEvent & WorkSummary;
       expect(summary.failed).toEqual([]);
       expect(summary.started.length).toBe(summary.completed.length + summary.cancelled.length);
       const ok = run.outcomes.filter((outcome) => outcome.category === 'ok').map((outcome) => outcome.id);
@@ -948,7 +889,7 @@ describe.each(ADAPTERS)('SIGTERM (%s)', (adapter) => {
       const id = nextId++;
       arriving.push(loadRequest(port, `/load/work?id=${id}&ms=0`, id, false, ca));
     }, everyMs);
-    let exit: Exit;
+    let exit: FixtureExit;
     let signalledAt: number;
     try {
       await delay(300);
@@ -961,7 +902,7 @@ describe.each(ADAPTERS)('SIGTERM (%s)', (adapter) => {
     }
     const longOutcomes = await Promise.all(longRequests);
     const outcomes = [...longOutcomes, ...(await Promise.all(arriving))];
-    const summary = (await app.next('summary')) as AppEvent & WorkSummary;
+    const summary = (await app.next('summary')) as FixtureEvent & WorkSummary;
     const counts = tally(outcomes.map((outcome) => outcome.category));
     const reset = resets(outcomes, summary.acceptedPorts);
     report(

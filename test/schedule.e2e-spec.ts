@@ -17,8 +17,7 @@ import type {
 } from 'nestjs-cancellation';
 import { CancellationScheduleModule, JobTimeout } from 'nestjs-cancellation/schedule';
 import { JobsModule, reports } from './readme/schedule.js';
-import { ChildApp } from './utils/child-app.js';
-import { fixtureNestVersion, spawnFixture } from './utils/fixture.js';
+import { FixtureApp, fixtureNestVersion, spawnFixture } from './utils/fixture.js';
 import { ADAPTERS, createApp, request, rootModule, waitFor } from './utils/harness.js';
 import type { AdapterName, TestApp } from './utils/harness.js';
 
@@ -477,14 +476,14 @@ describe('the docs example (test/readme/schedule.ts)', () => {
 });
 
 describe.each(ADAPTERS)('SIGTERM with runs in flight under enableShutdownHooks (%s)', (adapter) => {
-  let app: ChildApp | undefined;
+  let app: FixtureApp | undefined;
 
   afterEach(async () => {
-    await app?.stop();
+    await app?.kill();
   });
 
   it('aborts every run after the grace period; each has ended when the process exits', async () => {
-    app = new ChildApp(
+    app = new FixtureApp(
       spawnFixture(FIXTURE, { ...process.env, ADAPTER: adapter, PORT: '0', GRACE_MS: '300' }),
     );
     const listening = await app.next('listening', 15_000);

@@ -44,11 +44,18 @@ export interface FixtureEvent {
   readonly [key: string]: unknown;
 }
 
+/** How a fixture app's process ended, and when the test saw it. */
+export interface FixtureExit {
+  readonly code: number | null;
+  readonly signal: NodeJS.Signals | null;
+  readonly at: number;
+}
+
 /** A fixture app in a child process (see `spawnFixture()`), its stdout parsed line by line. */
 export class FixtureApp {
   readonly events: FixtureEvent[] = [];
   stderr = '';
-  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null; at: number }>;
+  readonly exited: Promise<FixtureExit>;
   private buffered = '';
 
   constructor(readonly child: ChildProcess) {
@@ -72,6 +79,11 @@ export class FixtureApp {
     this.exited = new Promise((resolve) =>
       child.once('exit', (code, signal) => resolve({ code, signal, at: performance.now() })),
     );
+  }
+
+  /** Every line of `event`. */
+  all(event: string): FixtureEvent[] {
+    return this.events.filter((line) => line.event === event);
   }
 
   /** The first line of `event`. */
