@@ -34,10 +34,14 @@ describe.each(ADAPTERS)('the shared shutdown and draining signals (%s)', (adapte
     const report = await run(adapter, 25);
     expect(report.nest).toBe(fixtureNestVersion());
     expect(report.answers).toEqual(['added', 'added']);
-    // The control, an ordinary AbortSignal with 11 listeners, warns: a warning would have been seen.
     const leaks = report.warnings.filter((w) => w.name === 'MaxListenersExceededWarning');
-    expect(leaks).toHaveLength(1);
-    expect(leaks[0].message).toMatch(/11 abort listeners added to \[AbortSignal\]/);
+    // The control EventTarget warns: a warning would have been seen.
+    expect(leaks.filter((w) => /11 control listeners added to EventTarget/.test(w.message))).toHaveLength(1);
+    // No AbortSignal warned but the control one (limit 5: "6 abort listeners"), where this Node warns for
+    // AbortSignals at all (Node 20; Node 22 and later never do, and the package's fix matters on 20).
+    const signals = leaks.filter((w) => /AbortSignal/.test(w.message));
+    expect(signals.filter((w) => !/ 6 abort listeners added/.test(w.message))).toEqual([]);
+    if (process.versions.node.startsWith('20.')) expect(signals).toHaveLength(1);
     // Every sleep on the shutdown signal stopped with the shutdown's reason; every draining listener ran.
     expect(report.sleepsCancelled).toBe(25);
     expect(report.drained).toBe(25);
