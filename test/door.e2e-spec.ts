@@ -3,8 +3,9 @@
  * `503` + `Retry-After` + `Connection: close` by the Express middleware or the Fastify `onRequest` hook, before
  * routing, guards and pipes: an unknown path gets 503, not 404; a guarded route 503, not 401, and its guard does
  * not run; a route whose pipe would fail 503, not 400. Routes left out of cancellation keep answering. A
- * keep-alive connection that carries a request during the drain is closed after its response. Express and
- * Fastify, over HTTP and HTTPS.
+ * keep-alive connection that carries a request during the drain is closed after its response. A connection
+ * accepted just before the listener closed whose request comes late is answered the same way, not reset, and one
+ * that sends nothing is closed rather than holding `app.close()`. Express and Fastify, over HTTP and HTTPS.
  */
 import 'reflect-metadata';
 import {
@@ -21,6 +22,8 @@ import {
 import type { CanActivate, ExecutionContext } from '@nestjs/common';
 import http from 'node:http';
 import https from 'node:https';
+import net from 'node:net';
+import tlsSockets from 'node:tls';
 import {
   CancellationModule,
   CancellationService,
@@ -107,6 +110,41 @@ function expectRefused(response: RawResponse): void {
   });
 }
 
+/** With no grace period: the listener closes and the handlers are aborted at once. */
+@Module({
+  imports: [CancellationModule.forRoot({ shutdownGracePeriodMs: 0 })],
+  controllers: [DoorController],
+})
+class NoGraceModule {}
+
+/**
+ * A raw connection that sends nothing until `send()` (as a client whose process is busy between its connect and
+ * its write), and then reads whatever comes back until the server closes it.
+ */
+function openConnection(port: number, ca: string | undefined) {
+  const socket =
+    ca === undefined
+      ? net.connect({ host: '127.0.0.1', port })
+      : tlsSockets.connect({ host: '127.0.0.1', port, ca });
+  const ready = new Promise<void>((resolve, reject) => {
+    socket.once(ca === undefined ? 'connect' : 'secureConnect', resolve);
+    socket.once('error', reject);
+  });
+  const chunks: Buffer[] = [];
+  socket.on('data', (chunk: Buffer) => chunks.push(chunk));
+  const ended = new Promise<{ text: string; error?: string }>((resolve) => {
+    socket.once('error', (err: NodeJS.ErrnoException) =>
+      resolve({ text: Buffer.concat(chunks).toString(), error: err.code }),
+    );
+    socket.once('close', () => resolve({ text: Buffer.concat(chunks).toString() }));
+  });
+  return {
+    ready,
+    ended,
+    send: (path: string) => socket.write(`GET ${path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n`),
+  };
+}
+
 const SCHEMES = ['http', 'https'] as const;
 
 describe.each(ADAPTERS.flatMap((adapter) => SCHEMES.map((scheme) => [adapter, scheme] as const)))(
@@ -181,6 +219,31 @@ describe.each(ADAPTERS.flatMap((adapter) => SCHEMES.map((scheme) => [adapter, sc
       } finally {
         agent.destroy();
       }
+    });
+
+    it('connections accepted before the listener closed: a late request gets 503, not a reset; a silent one does not hold app.close()', async () => {
+      t = await createApp(adapter, NoGraceModule, certificate === undefined ? {} : { https: certificate });
+      const server = t.app.getHttpServer() as http.Server;
+      let accepted = 0;
+      server.on(scheme === 'https' ? 'secureConnection' : 'connection', () => accepted++);
+      const late = openConnection(t.port, certificate?.cert);
+      const silent = openConnection(t.port, certificate?.cert);
+      await Promise.all([late.ready, silent.ready]);
+      await waitFor(() => accepted === 2, { message: 'the server to accept both connections' });
+
+      const closing = t.close();
+      await waitFor(() => !server.listening, { message: 'the listener to close' });
+      // The client's request comes after the listener closed (a busy client): it meets the door, not a reset.
+      late.send('/door/quick');
+      const answer = await late.ended;
+      expect(answer.error).toBeUndefined();
+      expect(answer.text).toMatch(/^HTTP\/1\.1 503 /);
+      // (The door's, or, once Nest closes a Fastify server, Nest's and Fastify's own 503, which has no Retry-After.)
+      expect(answer.text).toMatch(/\r\nconnection: close\r\n/i);
+      // A connection that sends nothing is closed a second after it connected, rather than holding app.close().
+      expect(await silent.ended).toEqual({ text: '' });
+      // (It held it until the hard deadline, 10 s, before.)
+      expect(await closing).toBeLessThan(2_000);
     });
   },
 );

@@ -468,15 +468,27 @@ function tally<T extends string>(values: readonly T[]): Record<string, number> {
 }
 
 /**
- * The resets the clients saw, split by what the server reports it accepted: a reset of a connection the server
- * accepted means a client the server knew of lost its answer (must not happen); a reset of one it never
- * accepted is a connection the kernel had completed and queued when the listener closed.
+ * The resets the clients saw, split by what the server reports: `lost` are requests the server read, or the
+ * first request of a connection it accepted (must not happen: the server knew of that client); `keptAliveRace`
+ * are requests a client sent on a keep-alive connection it had used before, which the server never read because
+ * it had closed that connection while idle, as every HTTP/1.1 server does at its end (the client had not yet
+ * processed the close: RFC 9112 section 9.3.1 has such a client retry); `neverAccepted` are connections the
+ * kernel had completed and queued when the listener closed.
  */
-function resets(outcomes: readonly LoadOutcome[], acceptedPorts: readonly number[]) {
-  const accepted = new Set(acceptedPorts);
+function resets(
+  outcomes: readonly LoadOutcome[],
+  server: Pick<WorkSummary, 'acceptedPorts' | 'receivedIds'>,
+) {
+  const accepted = new Set(server.acceptedPorts);
+  const received = new Set(server.receivedIds);
   const all = outcomes.filter((outcome) => outcome.category === 'reset');
   const ofAccepted = all.filter((outcome) => outcome.port !== undefined && accepted.has(outcome.port));
-  return { ofAccepted, neverAccepted: all.length - ofAccepted.length };
+  const lost = ofAccepted.filter((outcome) => received.has(outcome.id) || outcome.reused !== true);
+  return {
+    lost,
+    keptAliveRace: ofAccepted.length - lost.length,
+    neverAccepted: all.length - ofAccepted.length,
+  };
 }
 
 /**
@@ -648,6 +660,8 @@ interface LoadOutcome {
   readonly detail?: string;
   /** The client's port of the connection, once it connected (the server reports the ports it accepted). */
   readonly port?: number;
+  /** Whether the request went out on a keep-alive connection that an earlier request had used. */
+  readonly reused?: boolean;
 }
 
 /** The body `/load/work?id=` answers (the same formula as the fixture's `workBody`). */
@@ -677,7 +691,7 @@ function loadRequest(
       if (settled) return;
       settled = true;
       clearTimeout(timer);
-      resolve({ id, category, detail, port: localPort });
+      resolve({ id, category, detail, port: localPort, reused: req.reusedSocket });
     };
     const target = { host: '127.0.0.1', port, path, agent };
     const req = ca === undefined ? http.get(target) : https.get({ ...target, ca });
@@ -780,6 +794,8 @@ interface WorkSummary {
   readonly failed: number[];
   /** The client ports of the connections the server accepted. */
   readonly acceptedPorts: number[];
+  /** The ids of the requests the server read. */
+  readonly receivedIds: number[];
 }
 
 describe.each(ADAPTERS)('SIGTERM (%s)', (adapter) => {
@@ -833,14 +849,19 @@ describe.each(ADAPTERS)('SIGTERM (%s)', (adapter) => {
       expect(counts.unavailable).toBeGreaterThan(0);
       // Every connection the server accepted got its whole answer; few were queued and never accepted.
       const summaryEvent = (await app.next('summary')) as FixtureEvent & WorkSummary;
-      const reset = resets(run.outcomes, summaryEvent.acceptedPorts);
+      const reset = resets(run.outcomes, summaryEvent);
       report(
         `SIGTERM under load (${adapter}): ${summaryEvent.acceptedPorts.length} connections accepted; resets ` +
-          `of accepted connections ${reset.ofAccepted.length}, of never-accepted ones ${reset.neverAccepted}`,
+          `of requests the server read or first requests of accepted connections ${reset.lost.length}, of ` +
+          `reused keep-alive connections closed while idle ${reset.keptAliveRace}, of never-accepted ` +
+          `connections ${reset.neverAccepted}`,
       );
       // (How many were queued and never accepted depends on how far the server lagged behind this open-loop load
       // on a shared machine: reported only; the case below bounds it.)
-      expect(reset.ofAccepted).toEqual([]);
+      expect(reset.lost).toEqual([]);
+      // Idle keep-alive connections are closed when Nest closes the server, after the abort, so that most carry a
+      // request (answered 503) before: a client that sends on one at that very moment is the rare case.
+      expect(reset.keptAliveRace).toBeLessThanOrEqual(Math.max(2, Math.floor(run.outcomes.length / 100)));
       // Hundreds in flight when the signal came. The server counts fewer when it lags behind its clients (on a
       // busy machine some requests are still in socket buffers): a sanity check only.
       expect(run.openAtSignal).toBeGreaterThanOrEqual(SCALE.loadInFlight / 3);
@@ -904,12 +925,12 @@ describe.each(ADAPTERS)('SIGTERM (%s)', (adapter) => {
     const outcomes = [...longOutcomes, ...(await Promise.all(arriving))];
     const summary = (await app.next('summary')) as FixtureEvent & WorkSummary;
     const counts = tally(outcomes.map((outcome) => outcome.category));
-    const reset = resets(outcomes, summary.acceptedPorts);
+    const reset = resets(outcomes, summary);
     report(
       `SIGTERM with ${long} long requests in flight and a connection every ${everyMs} ms (${adapter}, ` +
         `${scheme}): ${outcomes.length} requests, ${summary.acceptedPorts.length} connections accepted, ` +
         `exit after ${Math.round(exit.at - signalledAt)} ms; ${JSON.stringify(counts)}; resets of accepted ` +
-        `connections ${reset.ofAccepted.length}, of never-accepted ones ${reset.neverAccepted} ` +
+        `connections ${reset.lost.length + reset.keptAliveRace}, of never-accepted ones ${reset.neverAccepted} ` +
         `(${((100 * reset.neverAccepted) / outcomes.length).toFixed(1)}%)`,
     );
 
@@ -918,7 +939,9 @@ describe.each(ADAPTERS)('SIGTERM (%s)', (adapter) => {
       (outcome) => !['ok', 'unavailable', 'refused', 'reset'].includes(outcome.category),
     );
     expect(failures).toEqual([]);
-    expect(reset.ofAccepted).toEqual([]);
+    // (No connection is reused here: every reset of an accepted one would be `lost`.)
+    expect(reset.lost).toEqual([]);
+    expect(reset.keptAliveRace).toBe(0);
     expect(reset.neverAccepted).toBeLessThanOrEqual(
       Math.max(1, Math.floor(outcomes.length * MAX_UNACCEPTED_RESETS)),
     );

@@ -13,6 +13,12 @@ import type { ResolvedCancellationOptions } from '../module/cancellation.options
 type TrackedSocket = Socket & { _httpMessage?: unknown; _parent?: Socket };
 
 /**
+ * How long a connection may stay silent after it connected, once the listener is closed, before the shutdown
+ * closes it (see `closeSilentConnections`).
+ */
+const FIRST_REQUEST_MS = 1_000;
+
+/**
  * The HTTP server's connections, one listener each: which requests arrived before the drain began (they get
  * the grace period wherever they are: past the interceptor, in a guard, still uploading) and what the hard
  * deadline ends when something still holds the server open.
@@ -22,8 +28,11 @@ type TrackedSocket = Socket & { _httpMessage?: unknown; _parent?: Socket };
 export class ConnectionTracker {
   /** Open sockets of the HTTP server and when each connected. */
   private readonly sockets = new Map<TrackedSocket, number>();
-  /** HTTPS: TCP connections whose TLS handshake has not completed (nothing else would end them). */
-  private readonly handshaking = new Set<Socket>();
+  /**
+   * HTTPS: TCP connections whose TLS handshake has not completed (nothing else would end them), and when each
+   * connected.
+   */
+  private readonly handshaking = new Map<Socket, number>();
   private server: Server | undefined;
   private accepted = 0;
   /** Responses that were open when the drain began. */
@@ -32,6 +41,8 @@ export class ConnectionTracker {
   private admittedOpen = 0;
   /** Called each time one of those closes. */
   private onAdmittedClosed: (() => void) | undefined = undefined;
+  /** The next look for connections that stayed silent too long. */
+  private silentCheck: NodeJS.Timeout | undefined = undefined;
   private readonly logger = new Logger('Cancellation');
 
   constructor(@Inject(RESOLVED_OPTIONS) private readonly options: ResolvedCancellationOptions) {}
@@ -59,7 +70,7 @@ export class ConnectionTracker {
     // On HTTPS, 'connection' gives the TCP socket; the response in progress lives on the TLS socket above it.
     server.on('connection', (socket: Socket) => {
       this.accepted++;
-      this.handshaking.add(socket);
+      this.handshaking.set(socket, performance.now());
       socket.once('close', () => this.handshaking.delete(socket));
     });
     server.on('secureConnection', (socket: TrackedSocket) => {
@@ -103,11 +114,34 @@ export class ConnectionTracker {
   }
 
   /**
+   * From now on (the listener is closed), closes each connection that has not sent a byte of a request
+   * `FIRST_REQUEST_MS` after it connected (or at `deadline`): one accepted just before the listener closed, or
+   * still in its TLS handshake. Until then a request arriving on it meets the door's 503 rather than a closed
+   * connection; a connection that never sends one (a preconnect) would otherwise hold Nest's close of the HTTP
+   * server, which waits for it, until the hard deadline. Go's `Shutdown` gives such a connection 5 s.
+   */
+  closeSilentConnections(deadline: number): void {
+    clearTimeout(this.silentCheck);
+    const now = performance.now();
+    let next = Infinity;
+    const waiting = [...this.sockets].filter(([socket]) => isSilent(socket)).concat([...this.handshaking]);
+    for (const [socket, connectedAt] of waiting) {
+      const due = Math.min(connectedAt + FIRST_REQUEST_MS, deadline);
+      if (due <= now) socket.destroy();
+      else next = Math.min(next, due);
+    }
+    if (next === Infinity) return;
+    this.silentCheck = setTimeout(() => this.closeSilentConnections(deadline), next - now);
+    this.silentCheck.unref();
+  }
+
+  /**
    * The hard deadline passed and the HTTP server still has open connections: a request that never reached
    * the interceptor (a slow upload, a guard that hangs), a response still being written, an idle keep-alive
    * socket. End them all (503 where no header was sent yet) so that `app.close()` resolves.
    */
   forceClose(): void {
+    clearTimeout(this.silentCheck);
     const now = performance.now();
     let ended = 0;
     for (const [socket, connectedAt] of this.sockets) {
@@ -141,7 +175,7 @@ export class ConnectionTracker {
       socket.destroy();
     }
     this.sockets.clear();
-    for (const socket of this.handshaking) socket.destroy();
+    for (const socket of this.handshaking.keys()) socket.destroy();
     this.handshaking.clear();
     this.server?.closeIdleConnections?.();
     if (ended === 0 && this.options.logCancellations) {
@@ -150,6 +184,14 @@ export class ConnectionTracker {
       );
     }
   }
+}
+
+/**
+ * Whether a connection has not sent a byte yet (`bytesRead` counts what the request parser received; on HTTPS,
+ * decrypted bytes).
+ */
+function isSilent(socket: Socket): boolean {
+  return socket.bytesRead === 0 && !socket.destroyed;
 }
 
 /**

@@ -7,6 +7,7 @@ import type {
 } from '@nestjs/common';
 import { HttpAdapterHost } from '@nestjs/core';
 import type { Server } from 'node:http';
+import { Server as NetServer } from 'node:net';
 import { RESOLVED_OPTIONS } from '../module/cancellation.module-definition.js';
 import type { ResolvedCancellationOptions } from '../module/cancellation.options.js';
 import { InFlightRegistry } from '../registry/in-flight.registry.js';
@@ -100,7 +101,10 @@ export class CancellationShutdown
     const grace = this.options.shutdownGracePeriodMs;
     if (grace > 0) await this.drain(grace);
     // Synchronous up to the abort when there is no listener to close (an application context, a test).
-    if (this.server()?.listening === true) await this.stopListening();
+    if (this.server()?.listening === true) {
+      await this.stopListening();
+      this.connections.closeSilentConnections(this.deadlineAt);
+    }
     this.abortInFlight(signal);
     await this.settle();
   }
@@ -154,8 +158,12 @@ export class CancellationShutdown
       seen = connections.acceptedCount;
       await nextTurn();
     } while (connections.acceptedCount !== seen && performance.now() < until);
+    // The listener only: `http.Server#close()` would also destroy the idle keep-alive connections now, and a
+    // client sending its next request on one at that moment gets a reset. Left open until Nest closes the
+    // server, after the abort and the other modules' hooks, most carry that request meanwhile and get the
+    // door's 503 with `Connection: close`.
     const server = this.server();
-    if (server?.listening === true) server.close();
+    if (server?.listening === true) NetServer.prototype.close.call(server);
   }
 
   /** Waits up to `grace` ms for the work in flight and the requests admitted before the drain to end. */
