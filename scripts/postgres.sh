@@ -19,10 +19,13 @@ root="${PG_ROOT:-$PWD/.tmp/postgres}"
 data="$root/data"
 log="$root/postgres.log"
 url_file="$root/url"
+name=postgres.sh
+not_installed="PostgreSQL is not installed (no initdb/pg_ctl found): run \`scripts/postgres.sh install\` (apt-get, as root) or set PG_BIN"
+# shellcheck source=scripts/lib/service.sh
+. scripts/lib/service.sh
 
-die() {
-  echo "postgres.sh: $*" >&2
-  exit 1
+locate() {
+  bin="$(find_bin)"
 }
 
 find_bin() {
@@ -59,25 +62,12 @@ is_running() {
   [ -f "$data/PG_VERSION" ] && as_owner "$bin/pg_ctl" -D "$data" status >/dev/null 2>&1
 }
 
-free_port() {
-  node -e "const s = require('node:net').createServer().listen(0, '127.0.0.1', () => { console.log(s.address().port); s.close(); })"
-}
-
 cmd_install() {
   if bin="$(find_bin)"; then
     echo "PostgreSQL is installed: $("$bin/postgres" --version) in $bin"
     return 0
   fi
-  local sudo=()
-  if [ "$(id -u)" != 0 ]; then
-    command -v sudo >/dev/null 2>&1 || die "PostgreSQL is missing and installing it needs root (apt-get): run this as root"
-    sudo=(sudo)
-  fi
-  command -v apt-get >/dev/null 2>&1 ||
-    die "PostgreSQL is missing and there is no apt-get here: install PostgreSQL 13+ and set PG_BIN to its bin folder"
-  echo "Installing PostgreSQL with apt-get"
-  "${sudo[@]}" apt-get update -qq
-  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql
+  apt_install postgresql PostgreSQL "install PostgreSQL 13+ and set PG_BIN to its bin folder"
   bin="$(find_bin)" || die "apt-get installed postgresql, but no pg_ctl/initdb was found"
   echo "PostgreSQL is installed: $("$bin/postgres" --version) in $bin"
 }
@@ -139,29 +129,4 @@ cmd_stop() {
   rm -f "$url_file"
 }
 
-cmd_status() {
-  if is_running && [ -f "$url_file" ]; then
-    cat "$url_file"
-  else
-    echo "not running" >&2
-    exit 3
-  fi
-}
-
-command="${1:-}"
-case "$command" in
-  install) cmd_install ;;
-  start | stop | status)
-    bin="$(find_bin)" ||
-      die "PostgreSQL is not installed (no initdb/pg_ctl found): run \`scripts/postgres.sh install\` (apt-get, as root) or set PG_BIN"
-    mkdir -p "$(dirname "$root")"
-    # One start/stop at a time (two test runs at once share the cluster).
-    exec 9>"$root.lock"
-    flock 9
-    "cmd_$command"
-    ;;
-  *)
-    echo "usage: $0 install|start|stop|status" >&2
-    exit 2
-    ;;
-esac
+service_main "$@"

@@ -20,10 +20,13 @@ root="${REDIS_ROOT:-$PWD/.tmp/redis}"
 pid_file="$root/redis.pid"
 log="$root/redis.log"
 url_file="$root/url"
+name=redis.sh
+not_installed="Redis is not installed (no redis-server found): run \`scripts/redis.sh install\` (apt-get, as root), set REDIS_SERVER, or set TEST_REDIS_URL"
+# shellcheck source=scripts/lib/service.sh
+. scripts/lib/service.sh
 
-die() {
-  echo "redis.sh: $*" >&2
-  exit 1
+locate() {
+  server="$(find_server)"
 }
 
 find_server() {
@@ -39,10 +42,6 @@ find_server() {
 
 is_running() {
   [ -f "$pid_file" ] && kill -0 "$(cat "$pid_file")" 2>/dev/null
-}
-
-free_port() {
-  node -e "const s = require('node:net').createServer().listen(0, '127.0.0.1', () => { console.log(s.address().port); s.close(); })"
 }
 
 # Answers PING on the port (a bare RESP exchange over node:net: redis-cli may not be installed).
@@ -61,16 +60,7 @@ cmd_install() {
     echo "Redis is installed: $("$server" --version) ($server)"
     return 0
   fi
-  local sudo=()
-  if [ "$(id -u)" != 0 ]; then
-    command -v sudo >/dev/null 2>&1 || die "Redis is missing and installing it needs root (apt-get): run this as root"
-    sudo=(sudo)
-  fi
-  command -v apt-get >/dev/null 2>&1 ||
-    die "Redis is missing and there is no apt-get here: install Redis 6.2+ and set REDIS_SERVER, or set TEST_REDIS_URL"
-  echo "Installing Redis with apt-get"
-  "${sudo[@]}" apt-get update -qq
-  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends redis-server
+  apt_install redis-server Redis "install Redis 6.2+ and set REDIS_SERVER, or set TEST_REDIS_URL"
   server="$(find_server)" || die "apt-get installed redis-server, but it was not found"
   echo "Redis is installed: $("$server" --version) ($server)"
 }
@@ -119,29 +109,4 @@ cmd_stop() {
   rm -f "$url_file" "$pid_file"
 }
 
-cmd_status() {
-  if is_running && [ -f "$url_file" ]; then
-    cat "$url_file"
-  else
-    echo "not running" >&2
-    exit 3
-  fi
-}
-
-command="${1:-}"
-case "$command" in
-  install) cmd_install ;;
-  start | stop | status)
-    server="$(find_server)" ||
-      die "Redis is not installed (no redis-server found): run \`scripts/redis.sh install\` (apt-get, as root), set REDIS_SERVER, or set TEST_REDIS_URL"
-    mkdir -p "$(dirname "$root")"
-    # One start/stop at a time (two test runs at once share the server).
-    exec 9>"$root.lock"
-    flock 9
-    "cmd_$command"
-    ;;
-  *)
-    echo "usage: $0 install|start|stop|status" >&2
-    exit 2
-    ;;
-esac
+service_main "$@"
