@@ -492,13 +492,13 @@ function resets(
 }
 
 /**
- * At most this share of the requests may be reset without having been accepted. Measured 1.1% over 26 runs of the
- * 2 ms case (0 to 8.6% in a run, the worst when the machine was busiest; 0.3% over HTTPS) on a two-core machine
- * shared with other jobs, against 6 to 21% a run when the listener closed after the abort (see the README). What
- * remains is the connections the kernel completes in the last turn before the listener closes, which a
- * descheduled process stretches: the margin is for that noise. Resets of accepted connections must be 0.
+ * At most this share of the requests (and at least 2) may be reset without having been accepted: the target of
+ * issue #14. The listener closes once the kernel reports an empty accept queue: measured 8 of 11,177 requests
+ * (0.07%, at most 1 a run) over 10 runs of the 2 ms and HTTPS cases on a quiet two-core machine, and 1 of 3,324 with
+ * two spinning processes overloading it (against 109 of 3,218, 3.4%, with the listener closed after a turn that
+ * accepted nothing, and 6 to 21% a run when it closed after the abort). Resets of accepted connections must be 0.
  */
-const MAX_UNACCEPTED_RESETS = 0.12;
+const MAX_UNACCEPTED_RESETS = 0.01;
 
 describe.each(ADAPTERS)('abort storm (%s)', (adapter) => {
   let t: TestApp | undefined;
@@ -943,7 +943,7 @@ describe.each(ADAPTERS)('SIGTERM (%s)', (adapter) => {
     expect(reset.lost).toEqual([]);
     expect(reset.keptAliveRace).toBe(0);
     expect(reset.neverAccepted).toBeLessThanOrEqual(
-      Math.max(1, Math.floor(outcomes.length * MAX_UNACCEPTED_RESETS)),
+      Math.max(2, Math.floor(outcomes.length * MAX_UNACCEPTED_RESETS)),
     );
     // Every connection the server accepted carried a request that was answered (200 or 503).
     const answered = outcomes.filter(

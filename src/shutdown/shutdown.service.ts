@@ -12,6 +12,7 @@ import { RESOLVED_OPTIONS } from '../module/cancellation.module-definition.js';
 import type { ResolvedCancellationOptions } from '../module/cancellation.options.js';
 import { InFlightRegistry } from '../registry/in-flight.registry.js';
 import { ApplicationSignals } from './application-signals.js';
+import { acceptQueueLength } from './accept-queue.js';
 import { ConnectionTracker } from './connection-tracker.js';
 import { SignalWitness } from './signal-witness.js';
 
@@ -19,8 +20,12 @@ import { SignalWitness } from './signal-witness.js';
 const SETTLE_MS = 250;
 /** It stops waiting sooner once none of them has settled for this long: the rest ignore their signal. */
 const SETTLE_QUIET_MS = 100;
-/** How long the listener may stay open at the most, once the drain is over, for a turn that accepts nothing. */
-const ACCEPT_QUIET_MS = 50;
+/**
+ * How long the listener may stay open at the most, once the drain is over, for the event loop to accept what the
+ * kernel has queued: Node accepts one connection a turn, so a queue that grew while the process was busy (or
+ * descheduled) takes as many turns.
+ */
+const ACCEPT_MAX_MS = 250;
 
 /** Resolves after one turn of the event loop, its poll phase (where connections are accepted) included. */
 function nextTurn(): Promise<void> {
@@ -38,9 +43,9 @@ function nextTurn(): Promise<void> {
  * `app.close()` and on a signal alike. `beforeApplicationShutdown` and `onApplicationShutdown` only confirm it
  * (idempotent), for the case where an earlier hook failed.
  *
- * Before aborting, it closes the HTTP server's listener, after one turn of the event loop that accepts what
- * the kernel had queued: aborting many requests keeps the event loop busy, and connections that wait,
- * unaccepted, in the listen queue meanwhile would be reset when the listener closes afterwards.
+ * Before aborting, it closes the HTTP server's listener, once the event loop has accepted what the kernel had
+ * queued: aborting many requests keeps the event loop busy, and connections that wait, unaccepted, in the
+ * listen queue meanwhile would be reset when the listener closes afterwards.
  * @internal
  */
 @Injectable()
@@ -144,26 +149,28 @@ export class CancellationShutdown
   /**
    * Lets the event loop accept what the kernel has queued, then closes the listener: new connections are
    * refused by the kernel from then on, while the ones accepted keep going until they are answered (a request
-   * on them meets the door's 503). Nest's own `close()` of the server later waits for them. It closes after a
-   * turn that accepted nothing new (within `ACCEPT_QUIET_MS`), so that a turn stretched by a busy machine, in
-   * which the kernel queued more, is followed by one that accepts them rather than by a reset.
+   * on them meets the door's 503). Nest's own `close()` of the server later waits for them. A connection still
+   * queued when the listener closes is reset, so it closes right after the kernel reports an empty queue
+   * (Linux), or else after a turn that accepted nothing new; within `ACCEPT_MAX_MS` at the most.
    */
   private async stopListening(): Promise<void> {
-    if (this.server()?.listening !== true) return;
+    const server = this.server();
+    if (server?.listening !== true) return;
+    const address = server.address();
     const { connections } = this;
-    const until = performance.now() + ACCEPT_QUIET_MS;
-    await nextTurn();
-    let seen: number;
-    do {
-      seen = connections.acceptedCount;
+    const until = performance.now() + ACCEPT_MAX_MS;
+    for (;;) {
+      const seen = connections.acceptedCount;
       await nextTurn();
-    } while (connections.acceptedCount !== seen && performance.now() < until);
+      if (performance.now() >= until) break;
+      const queued = typeof address === 'object' && address !== null ? acceptQueueLength(address) : undefined;
+      if (queued === 0 || (queued === undefined && connections.acceptedCount === seen)) break;
+    }
     // The listener only: `http.Server#close()` would also destroy the idle keep-alive connections now, and a
     // client sending its next request on one at that moment gets a reset. Left open until Nest closes the
     // server, after the abort and the other modules' hooks, most carry that request meanwhile and get the
     // door's 503 with `Connection: close`.
-    const server = this.server();
-    if (server?.listening === true) NetServer.prototype.close.call(server);
+    if (server.listening) NetServer.prototype.close.call(server);
   }
 
   /** Waits up to `grace` ms for the work in flight and the requests admitted before the drain to end. */
