@@ -68,37 +68,24 @@ async function busyBackends(applicationName: string): Promise<Backend[]> {
   return rows;
 }
 
-/** Polls an async condition every 5 ms until it returns a truthy value. */
-async function until<T>(
-  condition: () => Promise<T>,
-  message: string,
-  timeoutMs = 5_000,
-): Promise<NonNullable<T>> {
-  const deadline = performance.now() + timeoutMs;
-  for (;;) {
-    const value = await condition();
-    if (value) return value as NonNullable<T>;
-    if (performance.now() > deadline)
-      throw new Error(`timed out after ${timeoutMs} ms waiting for ${message}`);
-    await sleep(5);
-  }
-}
-
 /** Waits for `pg_sleep` to run for `applicationName`, and returns its backend. */
 async function sleepingBackend(applicationName: string): Promise<Backend> {
-  const [backend] = await until(async () => {
-    const busy = await busyBackends(applicationName);
-    return busy.some((b) => b.state === 'active' && b.query.includes('pg_sleep')) ? busy : undefined;
-  }, `pg_sleep to run for ${applicationName}`);
+  const [backend] = await waitFor(
+    async () => {
+      const busy = await busyBackends(applicationName);
+      return busy.some((b) => b.state === 'active' && b.query.includes('pg_sleep')) ? busy : undefined;
+    },
+    { timeoutMs: 5_000, message: `pg_sleep to run for ${applicationName}` },
+  );
   return backend;
 }
 
 /** Milliseconds from `since` until `applicationName` has no query running any more. */
 async function msUntilIdle(applicationName: string, since = performance.now()): Promise<number> {
-  await until(
-    async () => (await busyBackends(applicationName)).length === 0,
-    `${applicationName} to go idle`,
-  );
+  await waitFor(async () => (await busyBackends(applicationName)).length === 0, {
+    timeoutMs: 5_000,
+    message: `${applicationName} to go idle`,
+  });
   return performance.now() - since;
 }
 
@@ -168,17 +155,20 @@ describe('queryWithSignal (nestjs-cancellation/pg) against PostgreSQL', () => {
           (err: unknown) => err,
         ),
       );
-      await until(async () => (await busyBackends(`${name}-wide`)).length === 2, 'two queries to run');
+      await waitFor(async () => (await busyBackends(`${name}-wide`)).length === 2, {
+        timeoutMs: 5_000,
+        message: 'two queries to run',
+      });
       expect(wide.waitingCount).toBe(4);
       const aborted = performance.now();
       controller.abort(new CancellationError('shutdown'));
       const outcomes = await Promise.all(queries);
       expect(outcomes.map((err) => (err as CancellationError).kind)).toEqual(Array(6).fill('shutdown'));
       expect(timing('all gone', await msUntilIdle(`${name}-wide`, aborted))).toBeLessThan(STOPPED_WITHIN_MS);
-      await until(
-        async () => wide.waitingCount === 0 && wide.idleCount === wide.totalCount,
-        'the pool to settle',
-      );
+      await waitFor(() => wide.waitingCount === 0 && wide.idleCount === wide.totalCount, {
+        timeoutMs: 5_000,
+        message: 'the pool to settle',
+      });
       expect((await wide.query('SELECT 1 AS ok')).rows).toEqual([{ ok: 1 }]);
     } finally {
       await wide.end();

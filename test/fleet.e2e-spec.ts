@@ -73,22 +73,6 @@ async function jobState(
   }
 }
 
-/** Polls the async `condition` until it returns a truthy value (which is returned). */
-async function until<T>(
-  condition: () => Promise<T>,
-  timeoutMs: number,
-  message: string,
-): Promise<NonNullable<T>> {
-  const deadline = performance.now() + timeoutMs;
-  for (;;) {
-    const value = await condition();
-    if (value) return value as NonNullable<T>;
-    if (performance.now() > deadline)
-      throw new Error(`timed out after ${timeoutMs} ms waiting for ${message}`);
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
-}
-
 async function enqueue(from: Instance, queue: string, query: string): Promise<string> {
   const response = await post(from, `/work/jobs/${queue}?${query}`);
   expect(response.status).toBe(201);
@@ -122,22 +106,20 @@ describe('a fleet of three instances on one Redis', () => {
 
   it('lists every instance and cancels from A a request running on B: B stops it, its client gets the 503', async () => {
     const { a, b } = instances;
-    const listed = await until(
+    const listed = await waitFor(
       async () => {
         const live = (await request(a.port, '/work/instances')).json as Array<{ instanceId: string }>;
         return live.length === 3 ? live : undefined;
       },
-      5_000,
-      'three instances',
+      { timeoutMs: 5_000, intervalMs: 50, message: 'three instances' },
     );
     expect(listed.map((each) => each.instanceId)).toEqual(['a', 'b', 'c']);
 
     const slow = startRequest(b.port, '/work/slow?ms=20000', { headers: { 'x-request-id': 'report-42' } });
     const started = await b.app.next('handler-start');
-    const entry = await until(
+    const entry = await waitFor(
       async () => (await fleetListing(a)).find((each) => each.correlationId === 'report-42'),
-      5_000,
-      "B's request in A's listing",
+      { timeoutMs: 5_000, intervalMs: 50, message: "B's request in A's listing" },
     );
     expect(entry).toMatchObject({ id: started.id, instanceId: 'b', method: 'GET', route: '/work/slow' });
 
@@ -159,10 +141,9 @@ describe('a fleet of three instances on one Redis', () => {
       timeoutMs: 10_000,
       message: 'the job to start on C',
     });
-    const listed = await until(
+    const listed = await waitFor(
       async () => (await fleetListing(a)).find((each) => each.id === `own:${id}`),
-      5_000,
-      'the job in the listing',
+      { timeoutMs: 5_000, intervalMs: 50, message: 'the job in the listing' },
     );
     expect(listed).toMatchObject({ instanceId: 'c', method: 'JOB', route: 'own/work' });
     const cancel = await post(a, `/cancellation/requests/own:${id}/cancel?fleet=true`);
@@ -210,11 +191,11 @@ describe('a fleet of three instances on one Redis', () => {
     const { a, c } = instances;
     const slow = startRequest(c.port, '/work/slow?ms=20000');
     await c.app.next('handler-start');
-    await until(
-      async () => (await fleetListing(a)).some((each) => each.instanceId === 'c'),
-      5_000,
-      "C's request in the listing",
-    );
+    await waitFor(async () => (await fleetListing(a)).some((each) => each.instanceId === 'c'), {
+      timeoutMs: 5_000,
+      intervalMs: 50,
+      message: "C's request in the listing",
+    });
     c.app.child.kill('SIGKILL');
     await c.app.exited;
     const killedAt = performance.now();

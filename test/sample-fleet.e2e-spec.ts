@@ -7,8 +7,8 @@ import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { createInterface } from 'node:readline';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
+import { waitFor } from './utils/harness.js';
 import { startPrivateRedis } from './utils/redis.js';
 import type { PrivateRedis } from './utils/redis.js';
 
@@ -65,20 +65,6 @@ async function json<T>(url: string, init?: RequestInit): Promise<T> {
   return (await response.json()) as T;
 }
 
-async function until<T>(
-  condition: () => Promise<T>,
-  message: string,
-  timeoutMs = 10_000,
-): Promise<NonNullable<T>> {
-  const deadline = performance.now() + timeoutMs;
-  for (;;) {
-    const value = await condition();
-    if (value) return value as NonNullable<T>;
-    if (performance.now() > deadline) throw new Error(`timed out waiting for ${message}`);
-    await sleep(50);
-  }
-}
-
 describe('the sample app without REDIS_URL', () => {
   let sample: Sample | undefined;
   afterAll(() => stop(sample));
@@ -124,11 +110,14 @@ describe('two instances of the sample app on one Redis', () => {
     }
     type Entry = { id: string; method: string; instanceId: string };
     // Whichever instance took each job, the panel of either lists all four, each with its instance.
-    const listed = await until(async () => {
-      const entries = await json<Entry[]>(`${two.url}/demo/in-flight`);
-      const jobs = entries.filter((entry) => entry.method === 'JOB');
-      return jobs.length === 4 ? jobs : undefined;
-    }, 'the four jobs in the panel');
+    const listed = await waitFor(
+      async () => {
+        const entries = await json<Entry[]>(`${two.url}/demo/in-flight`);
+        const jobs = entries.filter((entry) => entry.method === 'JOB');
+        return jobs.length === 4 ? jobs : undefined;
+      },
+      { timeoutMs: 10_000, intervalMs: 50, message: 'the four jobs in the panel' },
+    );
     expect(listed.map((entry) => entry.id).sort()).toEqual(queued.map((id) => `renders:${id}`).sort());
     for (const entry of listed) expect(['one', 'two']).toContain(entry.instanceId);
 
@@ -138,12 +127,15 @@ describe('two instances of the sample app on one Redis', () => {
       method: 'POST',
     });
     expect(result.cancelled).toBe(1);
-    const failed = await until(async () => {
-      const jobs = await json<Array<{ id: string; state: string; failedReason?: string }>>(
-        `${one.url}/queue/jobs`,
-      );
-      return jobs.find((job) => job.id === jobId && job.state === 'failed');
-    }, 'the cancelled job to fail');
+    const failed = await waitFor(
+      async () => {
+        const jobs = await json<Array<{ id: string; state: string; failedReason?: string }>>(
+          `${one.url}/queue/jobs`,
+        );
+        return jobs.find((job) => job.id === jobId && job.state === 'failed');
+      },
+      { timeoutMs: 10_000, intervalMs: 50, message: 'the cancelled job to fail' },
+    );
     expect(failed.failedReason).toBe('Cancelled from the demo page');
   });
 });

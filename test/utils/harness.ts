@@ -253,11 +253,11 @@ export function request(port: number, path: string, options?: RequestOptions): P
 }
 
 /**
- * Polls `condition` until it returns a truthy value (which is returned), or fails after `timeoutMs` with
- * `message`.
+ * Polls `condition` (which may be async: a query, an HTTP call) until it returns a truthy value (which is
+ * returned), or fails after `timeoutMs` with `message`.
  */
 export async function waitFor<T>(
-  condition: () => T,
+  condition: () => T | Promise<T>,
   {
     timeoutMs = 3000,
     intervalMs = 5,
@@ -266,7 +266,7 @@ export async function waitFor<T>(
 ): Promise<NonNullable<T>> {
   const deadline = performance.now() + timeoutMs;
   for (;;) {
-    const value = condition();
+    const value = await condition();
     if (value) return value as NonNullable<T>;
     if (performance.now() > deadline)
       throw new Error(`waitFor: timed out after ${timeoutMs} ms waiting for ${message}`);
