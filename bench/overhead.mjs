@@ -9,8 +9,8 @@
 //
 // Environment: BENCH_ROUNDS (8), BENCH_DURATION (2 s measured per route and round), BENCH_WARMUP (2 s per
 // route, once per server process), BENCH_RESTART (1: a fresh server process every round, no head-to-head
-// runs), BENCH_HEAD_TO_HEAD (0: skip the simultaneous runs of CancellationModule against its baselines), BENCH_SUBJECT (the variant judged and run head to head: cancellation),
-// BENCH_CONNECTIONS (50), BENCH_PIPELINING (1), BENCH_VARIANTS (comma list, see lib/overhead-variants.mjs),
+// runs), BENCH_HEAD_TO_HEAD (0: skip the simultaneous runs of CancellationModule against its baselines),
+// BENCH_SUBJECT (the variant judged and run head to head: cancellation), BENCH_CONNECTIONS (50), BENCH_PIPELINING (1), BENCH_VARIANTS (comma list, see lib/overhead-variants.mjs),
 // BENCH_ADAPTERS (express,fastify), BENCH_ROUTES (hello,io), BENCH_OUT (result file); on a shared machine
 // BENCH_QUIET_CORES (0.3), BENCH_QUIET_WAIT (10 s; 0 = off), BENCH_RETRIES (2), BENCH_IO_MS (1: how long GET /io
 // waits). Profile mode: see profile().

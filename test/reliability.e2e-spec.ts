@@ -672,9 +672,9 @@ function workBody(id: number): string {
 const CLIENT_TIMEOUT_MS = 8000;
 
 /**
- * One client of the load: a GET (on a keep-alive or a fresh connection), classified as a complete 200 with the right body, a
- * complete 503, a refused connection, a reset before any response byte, or a failure (a truncated body, an
- * error after the response began, another status, no end within `CLIENT_TIMEOUT_MS`).
+ * One client of the load: a GET (on a keep-alive or a fresh connection), classified as a complete 200 with the
+ * right body, a complete 503, a refused connection, a reset before any response byte, or a failure (a truncated
+ * body, an error after the response began, another status, no end within `CLIENT_TIMEOUT_MS`).
  */
 function loadRequest(
   port: number,

@@ -14,8 +14,9 @@ import { JobRunner } from './job-runner.js';
  * The workers' part of the application's shutdown. `worker.close()` waits for the jobs in flight with no
  * limit and aborts nothing, and `@nestjs/bullmq` calls it from `onApplicationShutdown`: one long job would hold
  * `app.close()` for as long as it runs. Here, instead: when the drain begins the workers stop taking jobs
- * (`pause`, and a job fetched after that goes back to its queue unprocessed); the jobs in flight get the grace period (they are in the registry the drain waits on); when it
- * is over their signals abort (the registry's walk), and once their processors have returned, or
+ * (`pause`, and a job fetched after that goes back to its queue unprocessed); the jobs in flight get the grace
+ * period (they are in the registry the drain waits on); when it is over their signals abort (the registry's
+ * walk), and once their processors have returned, or
  * `settleTimeoutMs` later, the workers are closed, by force if a processor still runs. `@nestjs/bullmq`'s own
  * `close()` then finds them closed.
  * @internal
